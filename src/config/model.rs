@@ -1,0 +1,188 @@
+//! The resolved configuration: defaults applied, every value checked. The rest
+//! of rum trusts these types and never re-validates.
+
+use super::ByteSize;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The config file, absolute.
+    pub file: PathBuf,
+    /// The directory relative paths in the file are resolved against.
+    pub dir: PathBuf,
+    pub name: String,
+    pub image: ImageSource,
+    pub resources: Resources,
+    pub network: Network,
+    pub ports: Vec<PortForward>,
+    pub mounts: Vec<Mount>,
+    pub drives: Vec<Drive>,
+    pub filesystems: Vec<Filesystem>,
+    pub provision: Provision,
+    pub ssh: Ssh,
+    pub user: User,
+    pub advanced: Advanced,
+}
+
+/// Where the base image comes from. Only the form is checked here; fetching
+/// and verifying happen when the image is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ImageSource {
+    /// A local qcow2 or raw file, absolute.
+    Path(PathBuf),
+    /// An http(s) URL.
+    Url(String),
+    /// A name such as `debian-12` that stands for an official cloud image.
+    Shorthand(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub disk: ByteSize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortForward {
+    pub host: NonZeroU16,
+    pub guest: NonZeroU16,
+    pub bind: IpAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    /// Host directory, absolute and canonical.
+    pub source: PathBuf,
+    /// Guest mount point, absolute and normalised.
+    pub target: String,
+    pub readonly: bool,
+    /// virtiofs tag, unique within the VM.
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drive {
+    pub name: String,
+    pub size: ByteSize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    Ext4,
+    Xfs,
+    Btrfs,
+    Zfs,
+}
+
+impl FsKind {
+    pub const ALL: [FsKind; 4] = [FsKind::Ext4, FsKind::Xfs, FsKind::Btrfs, FsKind::Zfs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsKind::Ext4 => "ext4",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Zfs => "zfs",
+        }
+    }
+
+    /// Whether one filesystem of this kind may span several drives.
+    pub fn multi_drive(self) -> bool {
+        matches!(self, FsKind::Btrfs | FsKind::Zfs)
+    }
+
+    /// The layouts `mode` may name; empty when the kind has none.
+    pub fn modes(self) -> &'static [&'static str] {
+        match self {
+            FsKind::Ext4 | FsKind::Xfs => &[],
+            FsKind::Btrfs => &["single", "raid0", "raid1", "raid1c3", "raid1c4", "raid10"],
+            FsKind::Zfs => &["stripe", "mirror", "raidz", "raidz1", "raidz2", "raidz3"],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Filesystem {
+    pub kind: FsKind,
+    /// Names of `[drives]` entries, at least one.
+    pub drives: Vec<String>,
+    pub target: String,
+    pub mode: Option<String>,
+    /// ZFS pool name (zfs only).
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Provision {
+    pub system: Option<Script>,
+    pub boot: Option<Script>,
+}
+
+/// A provisioning script: inline text, or a file read again before every run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Script {
+    Inline(String),
+    /// Absolute path of a script file.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ssh {
+    pub user: String,
+    /// The ssh client `rum ssh` runs.
+    pub command: String,
+    pub authorized_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Advanced {
+    pub accel: Accel,
+    pub machine: String,
+    pub firmware: FirmwareChoice,
+    /// QEMU binary; `None` finds `qemu-system-x86_64` on PATH.
+    pub qemu: Option<PathBuf>,
+    pub agent_transport: AgentTransport,
+}
+
+/// Generates `ALL`, `as_str` and `parse` for a config enum written as a string.
+macro_rules! config_enum {
+    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+config_enum!(Accel { Auto = "auto", Kvm = "kvm", Tcg = "tcg" });
+config_enum!(FirmwareChoice { Auto = "auto", Bios = "bios", Uefi = "uefi" });
+config_enum!(AgentTransport { Auto = "auto", Vsock = "vsock", Serial = "serial" });

@@ -1,0 +1,201 @@
+//! The one place that names every file of an instance.
+
+use super::dirs::{create_owned_private_dir, create_private_dir};
+use super::{BaseDirs, InstanceError, InstanceId};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket file name rum uses (virtiofs sockets are numbered).
+const LONGEST_SOCKET_NAME: &str = "fs999.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstancePaths {
+    pub id: InstanceId,
+    /// Kept until `rum destroy`: disks, seed, NVRAM, state, logs, keys.
+    pub data: PathBuf,
+    /// Gone on reboot: sockets and pid files.
+    pub runtime: PathBuf,
+}
+
+impl InstancePaths {
+    /// Picks the directories without creating anything. The runtime directory
+    /// is the first candidate whose socket paths fit the Unix socket limit:
+    /// `$XDG_RUNTIME_DIR/rum/<id>`, then the same with the short id, then the
+    /// `/tmp/rum-<uid>` fallback with each.
+    pub fn resolve(id: InstanceId, dirs: &BaseDirs) -> Result<Self, InstanceError> {
+        let roots = dirs
+            .runtime
+            .iter()
+            .chain(std::iter::once(&dirs.runtime_fallback));
+        let candidates: Vec<PathBuf> = roots
+            .flat_map(|root| [root.join(id.as_str()), root.join(id.short())])
+            .collect();
+        let fits = |dir: &PathBuf| socket_len(dir) <= MAX_SOCKET_PATH;
+        let runtime = match candidates.iter().find(|d| fits(d)) {
+            Some(dir) => dir.clone(),
+            None => {
+                let shortest = candidates
+                    .last()
+                    .expect("at least the fallback")
+                    .join(LONGEST_SOCKET_NAME);
+                let len = shortest.as_os_str().len();
+                return Err(InstanceError::SocketPathTooLong {
+                    path: shortest,
+                    len,
+                });
+            }
+        };
+        Ok(Self {
+            data: dirs.data.join(id.as_str()),
+            id,
+            runtime,
+        })
+    }
+
+    /// Creates the data directory (0700) if missing.
+    pub fn ensure_data_dir(&self) -> Result<(), InstanceError> {
+        create_private_dir(&self.data)
+    }
+
+    /// Creates the runtime directory (0700), checking ownership of a shared parent.
+    pub fn ensure_runtime_dir(&self, dirs: &BaseDirs) -> Result<(), InstanceError> {
+        if self.runtime.starts_with(&dirs.runtime_fallback) {
+            create_owned_private_dir(&dirs.runtime_fallback)?;
+        }
+        create_private_dir(&self.runtime)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.data.is_dir()
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.data.join("lock")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.data.join("state.json")
+    }
+
+    pub fn overlay(&self) -> PathBuf {
+        self.data.join("disk.qcow2")
+    }
+
+    pub fn drive(&self, name: &str) -> PathBuf {
+        self.data.join("drives").join(format!("{name}.qcow2"))
+    }
+
+    pub fn seed_iso(&self) -> PathBuf {
+        self.data.join("seed.iso")
+    }
+
+    pub fn nvram(&self) -> PathBuf {
+        self.data.join("nvram.fd")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data.join("logs")
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.logs_dir().join("serial.log")
+    }
+
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.data.join("ssh")
+    }
+
+    pub fn ssh_key(&self) -> PathBuf {
+        self.ssh_dir().join("id_ed25519")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.ssh_dir().join("known_hosts")
+    }
+
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.runtime.join("qmp.sock")
+    }
+
+    pub fn agent_socket(&self) -> PathBuf {
+        self.runtime.join("agent.sock")
+    }
+
+    pub fn qemu_pid(&self) -> PathBuf {
+        self.runtime.join("qemu.pid")
+    }
+
+    pub fn virtiofs_socket(&self, index: usize) -> PathBuf {
+        self.runtime.join(format!("fs{index}.sock"))
+    }
+
+    pub fn virtiofsd_pid(&self, index: usize) -> PathBuf {
+        self.runtime.join(format!("fs{index}.pid"))
+    }
+}
+
+fn socket_len(dir: &Path) -> usize {
+    dir.join(LONGEST_SOCKET_NAME).as_os_str().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(runtime: Option<&str>) -> BaseDirs {
+        BaseDirs {
+            data: "/home/u/.local/share/rum".into(),
+            runtime: runtime.map(PathBuf::from),
+            runtime_fallback: "/tmp/rum-1000".into(),
+            cache: "/home/u/.cache/rum".into(),
+        }
+    }
+
+    fn id() -> InstanceId {
+        InstanceId::new(&"a".repeat(64), Path::new("/p/rum.toml"))
+    }
+
+    #[test]
+    fn prefers_the_xdg_runtime_dir() {
+        let paths = InstancePaths::resolve(id(), &dirs(Some("/run/user/1000/rum"))).unwrap();
+        assert_eq!(
+            paths.runtime,
+            Path::new("/run/user/1000/rum").join(id().as_str())
+        );
+        assert_eq!(
+            paths.data,
+            Path::new("/home/u/.local/share/rum").join(id().as_str())
+        );
+    }
+
+    #[test]
+    fn long_runtime_dirs_fall_back_to_short_paths() {
+        let long = format!("/{}", "r".repeat(60));
+        let paths = InstancePaths::resolve(id(), &dirs(Some(&long))).unwrap();
+        assert_eq!(paths.runtime, Path::new(&long).join(id().short()));
+        let longer = format!("/{}", "r".repeat(100));
+        let paths = InstancePaths::resolve(id(), &dirs(Some(&longer))).unwrap();
+        assert!(paths.runtime.starts_with("/tmp/rum-1000"));
+        for socket in [
+            paths.qmp_socket(),
+            paths.agent_socket(),
+            paths.virtiofs_socket(999),
+        ] {
+            assert!(
+                socket.as_os_str().len() <= MAX_SOCKET_PATH,
+                "{}",
+                socket.display()
+            );
+        }
+    }
+
+    #[test]
+    fn hopeless_lengths_are_reported() {
+        let mut d = dirs(None);
+        d.runtime_fallback = PathBuf::from(format!("/{}", "t".repeat(110)));
+        let err = InstancePaths::resolve(id(), &d).unwrap_err();
+        assert!(err.to_string().contains("XDG_RUNTIME_DIR"));
+    }
+}

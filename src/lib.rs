@@ -1,0 +1,11 @@
+//! rum: cloud-image VMs on QEMU, driven directly, with a fast provisioning
+//! retry loop. The binary is a thin layer over this library.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod instance;
+pub mod output;
+
+pub use error::{Error, ExitStatus};
