@@ -26,6 +26,10 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Seed(#[from] crate::seed::SeedError),
     #[error("{} already exists; edit it, or pass `-c OTHER.rum.toml` to create another", .0.display())]
     ConfigExists(PathBuf),
     #[error("Cannot write {}", .path.display())]

@@ -5,7 +5,9 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod instance;
 pub mod output;
+pub mod seed;
 
 pub use error::{Error, ExitStatus};

@@ -1,6 +1,6 @@
 //! One VM's identity, files and lock.
 
-mod dirs;
+pub(crate) mod dirs;
 mod id;
 mod lock;
 mod paths;

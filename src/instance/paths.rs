@@ -115,6 +115,20 @@ impl InstancePaths {
         self.ssh_dir().join("known_hosts")
     }
 
+    /// The guest's SSH host key (private half; `.pub` beside it).
+    pub fn ssh_host_key(&self) -> PathBuf {
+        self.ssh_dir().join("host_ed25519")
+    }
+
+    pub fn cloud_init_instance_id(&self) -> PathBuf {
+        self.data.join("instance-id")
+    }
+
+    /// The identity of the seed in `seed_iso`, written after the image.
+    pub fn seed_identity(&self) -> PathBuf {
+        self.data.join("seed.iso.id")
+    }
+
     pub fn qmp_socket(&self) -> PathBuf {
         self.runtime.join("qmp.sock")
     }
