@@ -1,0 +1,110 @@
+//! QMP jobs run to completion, and the snapshot jobs rum uses.
+
+use crate::{Qmp, QmpError};
+use qapi::qmp::{self, Event, JobStatus};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often job status is polled when no status event arrives.
+const POLL: Duration = Duration::from_millis(200);
+
+impl Qmp {
+    /// Starts a job with `command` (whose `job-id` is `id`), waits until it
+    /// concludes, dismisses it and returns its error text as `QmpError::Job`.
+    pub async fn run_job<C>(&self, command: C, id: &str, timeout: Duration) -> Result<(), QmpError>
+    where
+        C: qmp::QmpCommand,
+    {
+        let mut events = self.events();
+        self.execute(command).await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let jobs = self.execute(qmp::query_jobs {}).await?;
+            let Some(job) = jobs.into_iter().find(|j| j.id == id) else {
+                return Err(QmpError::JobVanished { id: id.to_owned() });
+            };
+            if job.status == JobStatus::concluded {
+                self.execute(qmp::job_dismiss { id: id.to_owned() }).await?;
+                return match job.error {
+                    Some(message) => Err(QmpError::Job {
+                        id: id.to_owned(),
+                        message,
+                    }),
+                    None => Ok(()),
+                };
+            }
+            let name = <C as qapi::Command>::NAME;
+            tokio::select! {
+                _ = wait_for_status_change(&mut events, id) => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(QmpError::Timeout { command: name, timeout });
+                }
+            }
+        }
+    }
+
+    /// `snapshot-save`: VM state into `vmstate_node`, disks of `devices`.
+    pub async fn snapshot_save(
+        &self,
+        tag: &str,
+        vmstate_node: &str,
+        devices: &[String],
+        timeout: Duration,
+    ) -> Result<(), QmpError> {
+        let id = format!("rum-save-{tag}");
+        let command = qmp::snapshot_save {
+            job_id: id.clone(),
+            tag: tag.to_owned(),
+            vmstate: vmstate_node.to_owned(),
+            devices: devices.to_vec(),
+        };
+        self.run_job(command, &id, timeout).await
+    }
+
+    pub async fn snapshot_load(
+        &self,
+        tag: &str,
+        vmstate_node: &str,
+        devices: &[String],
+        timeout: Duration,
+    ) -> Result<(), QmpError> {
+        let id = format!("rum-load-{tag}");
+        let command = qmp::snapshot_load {
+            job_id: id.clone(),
+            tag: tag.to_owned(),
+            vmstate: vmstate_node.to_owned(),
+            devices: devices.to_vec(),
+        };
+        self.run_job(command, &id, timeout).await
+    }
+
+    pub async fn snapshot_delete(
+        &self,
+        tag: &str,
+        devices: &[String],
+        timeout: Duration,
+    ) -> Result<(), QmpError> {
+        let id = format!("rum-delete-{tag}");
+        let command = qmp::snapshot_delete {
+            job_id: id.clone(),
+            tag: tag.to_owned(),
+            devices: devices.to_vec(),
+        };
+        self.run_job(command, &id, timeout).await
+    }
+}
+
+async fn wait_for_status_change(events: &mut tokio::sync::broadcast::Receiver<Event>, id: &str) {
+    loop {
+        match events.recv().await {
+            Ok(Event::JOB_STATUS_CHANGE { data, .. }) if data.id == id => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            // The connection is gone: let the next command report it.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
