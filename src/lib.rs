@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod identity;
 pub mod instance;
