@@ -6,9 +6,12 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod guard;
 pub mod identity;
 pub mod instance;
 pub mod output;
 pub mod seed;
+pub mod state;
+pub mod vm;
 
 pub use error::{Error, ExitStatus};

@@ -1,0 +1,275 @@
+//! `state.json`: the milestones of an instance's bring-up, each with its
+//! status, and a history of what happened when. A milestone is marked
+//! completed only after its step has finished.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Steps of bring-up and provisioning, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Milestone {
+    ImageReady,
+    OverlayCreated,
+    DrivesCreated,
+    SeedBuilt,
+    Booted,
+    AgentReady,
+    SnapshotTaken,
+    SystemProvisioned,
+    BootProvisioned,
+}
+
+impl Milestone {
+    pub fn title(self) -> &'static str {
+        match self {
+            Milestone::ImageReady => "image ready",
+            Milestone::OverlayCreated => "overlay created",
+            Milestone::DrivesCreated => "drives created",
+            Milestone::SeedBuilt => "seed built",
+            Milestone::Booted => "booted",
+            Milestone::AgentReady => "agent ready",
+            Milestone::SnapshotTaken => "snapshot taken",
+            Milestone::SystemProvisioned => "system provisioned",
+            Milestone::BootProvisioned => "boot provisioned",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MilestoneState {
+    pub status: Status,
+    pub attempts: u32,
+    /// Unix time (seconds) of the last change.
+    pub updated: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub milestone: Milestone,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub milestones: BTreeMap<Milestone, MilestoneState>,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("Cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is damaged ({source}); move it away to start the instance's record afresh", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("Cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Keeps the history from growing without bound over many `up`s.
+const MAX_HISTORY: usize = 500;
+
+impl State {
+    /// Reads the state file; a missing file is a fresh state.
+    pub fn load(path: &Path) -> Result<Self, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes atomically (temporary file, then rename), mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    pub fn is_completed(&self, milestone: Milestone) -> bool {
+        self.milestones
+            .get(&milestone)
+            .is_some_and(|m| m.status == Status::Completed)
+    }
+
+    pub fn start(&mut self, milestone: Milestone) {
+        let entry = self.entry(milestone);
+        entry.status = Status::InProgress;
+        entry.attempts += 1;
+        entry.error = None;
+        self.record(milestone, "started", None);
+    }
+
+    pub fn complete(&mut self, milestone: Milestone) {
+        self.entry(milestone).status = Status::Completed;
+        self.record(milestone, "completed", None);
+    }
+
+    pub fn fail(&mut self, milestone: Milestone, error: &str) {
+        let entry = self.entry(milestone);
+        entry.status = Status::Failed;
+        entry.error = Some(error.to_owned());
+        self.record(milestone, "failed", Some(error.to_owned()));
+    }
+
+    /// Notes a transient failure that will be retried after `delay_ms`.
+    pub fn retrying(&mut self, milestone: Milestone, attempt: u32, delay_ms: u64, error: &str) {
+        self.record(
+            milestone,
+            "retrying",
+            Some(format!(
+                "attempt {attempt} failed ({error}); next in {delay_ms} ms"
+            )),
+        );
+    }
+
+    /// Forgets a milestone so that its step runs again (e.g. after `down`, `booted`).
+    pub fn reset(&mut self, milestone: Milestone) {
+        if self.milestones.remove(&milestone).is_some() {
+            self.record(milestone, "reset", None);
+        }
+    }
+
+    /// The first milestone that has failed or is still in progress.
+    pub fn unfinished(&self) -> Option<(Milestone, &MilestoneState)> {
+        self.milestones
+            .iter()
+            .find(|(_, m)| m.status != Status::Completed)
+            .map(|(k, v)| (*k, v))
+    }
+
+    fn entry(&mut self, milestone: Milestone) -> &mut MilestoneState {
+        self.milestones.entry(milestone).or_insert(MilestoneState {
+            status: Status::InProgress,
+            attempts: 0,
+            updated: 0,
+            error: None,
+        })
+    }
+
+    fn record(&mut self, milestone: Milestone, event: &str, detail: Option<String>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.entry(milestone).updated = now.as_secs();
+        self.history.push(HistoryEntry {
+            at_ms: now.as_millis() as u64,
+            milestone,
+            event: event.to_owned(),
+            detail,
+        });
+        if self.history.len() > MAX_HISTORY {
+            self.history.drain(..self.history.len() - MAX_HISTORY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milestones_complete_only_when_told() {
+        let mut state = State::default();
+        state.start(Milestone::OverlayCreated);
+        assert!(!state.is_completed(Milestone::OverlayCreated));
+        assert_eq!(state.unfinished().unwrap().0, Milestone::OverlayCreated);
+        state.fail(Milestone::OverlayCreated, "disk full");
+        assert_eq!(
+            state.milestones[&Milestone::OverlayCreated]
+                .error
+                .as_deref(),
+            Some("disk full")
+        );
+        state.start(Milestone::OverlayCreated);
+        state.complete(Milestone::OverlayCreated);
+        assert!(state.is_completed(Milestone::OverlayCreated));
+        assert_eq!(state.milestones[&Milestone::OverlayCreated].attempts, 2);
+        assert!(state.unfinished().is_none());
+        let events: Vec<_> = state.history.iter().map(|h| h.event.as_str()).collect();
+        assert_eq!(events, ["started", "failed", "started", "completed"]);
+    }
+
+    #[test]
+    fn saves_and_loads_atomically_with_private_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let mut state = State::default();
+        state.start(Milestone::Booted);
+        state.retrying(Milestone::AgentReady, 1, 500, "connection refused");
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(
+            State::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("move it away")
+        );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut state = State::default();
+        for _ in 0..MAX_HISTORY + 50 {
+            state.start(Milestone::AgentReady);
+        }
+        assert_eq!(state.history.len(), MAX_HISTORY);
+    }
+}

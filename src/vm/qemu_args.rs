@@ -1,0 +1,287 @@
+//! The QEMU command line for a VM: a pure function of a fully resolved spec
+//! (no probing here; `host` does that once).
+
+use rum_firmware::Firmware;
+use std::ffi::{OsStr, OsString};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Block node of the root disk; also where snapshots keep the VM state.
+pub const ROOT_NODE: &str = "root";
+/// The virtio-serial port name the guest agent opens.
+pub const AGENT_PORT: &str = "org.rum.agent.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChannel {
+    /// virtio-serial port backed by a host Unix socket.
+    Serial {
+        socket: PathBuf,
+    },
+    Vsock {
+        cid: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A virtiofs share served by a virtiofsd listening on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub bind: IpAddr,
+    pub host: u16,
+    pub guest: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub machine: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub firmware: Firmware,
+    pub nvram: PathBuf,
+    pub overlay: PathBuf,
+    pub drives: Vec<Drive>,
+    pub seed: PathBuf,
+    pub agent: AgentChannel,
+    pub mac: String,
+    pub ssh_port: u16,
+    pub forwards: Vec<Forward>,
+    pub shares: Vec<Share>,
+    pub qmp: PathBuf,
+    pub serial_log: PathBuf,
+    pub pid_file: PathBuf,
+    /// Start with the CPUs stopped (to load a snapshot before anything runs).
+    pub paused: bool,
+}
+
+impl VmSpec {
+    /// Block nodes a snapshot covers: the root disk and every drive.
+    pub fn snapshot_nodes(&self) -> Vec<String> {
+        std::iter::once(ROOT_NODE.to_owned())
+            .chain(self.drives.iter().map(|d| drive_node(&d.name)))
+            .collect()
+    }
+}
+
+fn drive_node(name: &str) -> String {
+    format!("drive-{name}")
+}
+
+pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
+    let mut a = Args::default();
+    let name = escape(&spec.name);
+    a.plain(["-name", &format!("{name},process=rum-{name}")]);
+    a.plain([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-daemonize",
+    ]);
+    a.path("-pidfile", "", &spec.pid_file);
+    let (accel, cpu) = match spec.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    let mut machine = format!("{},accel={accel}", spec.machine);
+    if let Firmware::Uefi { requires_smm, .. } = &spec.firmware {
+        machine += if *requires_smm { ",smm=on" } else { ",smm=off" };
+        machine += ",pflash0=fw-code,pflash1=fw-vars";
+    }
+    // vhost-user (virtiofsd) needs guest RAM it can map: shared memfd.
+    if !spec.shares.is_empty() {
+        machine += ",memory-backend=mem0";
+        a.plain([
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem0,size={}M,share=on",
+                spec.memory_mb
+            ),
+        ]);
+    }
+    a.plain(["-machine", &machine, "-cpu", cpu]);
+    a.plain([
+        "-smp",
+        &spec.cpus.to_string(),
+        "-m",
+        &format!("{}M", spec.memory_mb),
+    ]);
+    if spec.paused {
+        a.plain(["-S"]);
+    }
+    a.path("-qmp", "unix:", &spec.qmp)
+        .suffix(",server=on,wait=off");
+    a.path(
+        "-chardev",
+        "file,id=serial0,append=on,path=",
+        &spec.serial_log,
+    );
+    a.plain(["-serial", "chardev:serial0"]);
+
+    if let Firmware::Uefi {
+        code, requires_smm, ..
+    } = &spec.firmware
+    {
+        a.path(
+            "-blockdev",
+            "driver=file,node-name=fw-code,read-only=on,filename=",
+            &code.filename,
+        );
+        a.path(
+            "-blockdev",
+            "driver=file,node-name=fw-vars,filename=",
+            &spec.nvram,
+        );
+        if *requires_smm {
+            a.plain(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
+    } else if let Firmware::Bios { file: Some(file) } = &spec.firmware {
+        a.path("-bios", "", file);
+    }
+
+    disk(&mut a, ROOT_NODE, &spec.overlay);
+    a.plain([
+        "-device",
+        &format!("virtio-blk-pci,drive={ROOT_NODE},bootindex=0"),
+    ]);
+    for drive in &spec.drives {
+        let node = drive_node(&drive.name);
+        disk(&mut a, &node, &drive.path);
+        // The serial names the drive in the guest: /dev/disk/by-id/virtio-<name>.
+        a.plain([
+            "-device",
+            &format!(
+                "virtio-blk-pci,drive={node},serial={}",
+                truncate(&drive.name, 20)
+            ),
+        ]);
+    }
+    // The seed is a CD on virtio-scsi: q35's AHCI has no driver in Debian's cloud kernel.
+    a.plain(["-device", "virtio-scsi-pci,id=scsi0"]);
+    a.path(
+        "-blockdev",
+        "driver=file,node-name=seed-file,read-only=on,filename=",
+        &spec.seed,
+    );
+    a.plain([
+        "-blockdev",
+        "driver=raw,node-name=seed,file=seed-file,read-only=on",
+    ]);
+    a.plain(["-device", "scsi-cd,drive=seed,bus=scsi0.0"]);
+
+    let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", spec.ssh_port);
+    for f in &spec.forwards {
+        let bind = match f.bind {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        netdev += &format!(",hostfwd=tcp:{bind}:{}-:{}", f.host, f.guest);
+    }
+    a.plain([
+        "-netdev",
+        &netdev,
+        "-device",
+        &format!("virtio-net-pci,netdev=net0,mac={}", spec.mac),
+    ]);
+
+    match &spec.agent {
+        AgentChannel::Serial { socket } => {
+            a.plain(["-device", "virtio-serial-pci,id=vser0"]);
+            a.path(
+                "-chardev",
+                "socket,id=agent0,server=on,wait=off,path=",
+                socket,
+            );
+            a.plain([
+                "-device",
+                &format!("virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}"),
+            ]);
+        }
+        AgentChannel::Vsock { cid } => {
+            a.plain(["-device", &format!("vhost-vsock-pci,guest-cid={cid}")])
+        }
+    }
+    for (i, share) in spec.shares.iter().enumerate() {
+        a.path("-chardev", &format!("socket,id=fs{i},path="), &share.socket);
+        a.plain([
+            "-device",
+            &format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag),
+        ]);
+    }
+    a.plain(["-device", "virtio-rng-pci"]);
+    a.0
+}
+
+fn disk(a: &mut Args, node: &str, path: &Path) {
+    a.path(
+        "-blockdev",
+        &format!("driver=file,node-name={node}-file,filename="),
+        path,
+    );
+    a.plain([
+        "-blockdev",
+        &format!("driver=qcow2,node-name={node},file={node}-file"),
+    ]);
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+/// QEMU option values double their commas.
+fn escape(text: &str) -> String {
+    text.replace(',', ",,")
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn plain<const N: usize>(&mut self, args: [&str; N]) {
+        self.0.extend(args.iter().map(OsString::from));
+    }
+
+    /// `flag` then `prefix` + `path` (commas escaped, any bytes kept).
+    fn path(&mut self, flag: &str, prefix: &str, path: &Path) -> &mut Self {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let mut value = prefix.as_bytes().to_vec();
+        for &b in path.as_os_str().as_bytes() {
+            value.push(b);
+            if b == b',' {
+                value.push(b',');
+            }
+        }
+        self.0.push(OsString::from(flag));
+        self.0.push(OsString::from_vec(value));
+        self
+    }
+
+    fn suffix(&mut self, text: &str) {
+        let last = self.0.last_mut().expect("an argument to extend");
+        last.push(OsStr::new(text));
+    }
+}
+
+#[cfg(test)]
+mod tests;

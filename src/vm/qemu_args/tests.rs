@@ -1,0 +1,161 @@
+use super::*;
+use rum_firmware::FlashFile;
+
+fn spec() -> VmSpec {
+    let run = PathBuf::from("/run/user/1000/rum/web-1234abcd");
+    let data = PathBuf::from("/home/u/.local/share/rum/web-1234abcd");
+    VmSpec {
+        name: "web".into(),
+        accel: Accel::Kvm,
+        machine: "pc-q35-10.0".into(),
+        cpus: 2,
+        memory_mb: 2048,
+        firmware: Firmware::Bios { file: None },
+        nvram: data.join("nvram.fd"),
+        overlay: data.join("disk.qcow2"),
+        drives: vec![Drive {
+            name: "data".into(),
+            path: data.join("drives/data.qcow2"),
+        }],
+        seed: data.join("seed.iso"),
+        agent: AgentChannel::Serial {
+            socket: run.join("agent.sock"),
+        },
+        mac: "52:54:00:9f:05:ca".into(),
+        ssh_port: 40022,
+        forwards: vec![Forward {
+            bind: "127.0.0.1".parse().unwrap(),
+            host: 8080,
+            guest: 80,
+        }],
+        shares: vec![],
+        qmp: run.join("qmp.sock"),
+        serial_log: data.join("logs/serial.log"),
+        pid_file: run.join("qemu.pid"),
+        paused: false,
+    }
+}
+
+fn render(spec: &VmSpec) -> String {
+    qemu_args(spec)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn bios_vm_with_a_drive_a_port_and_the_serial_agent() {
+    let expected = "\
+-name
+web,process=rum-web
+-nodefaults
+-no-user-config
+-display
+none
+-daemonize
+-pidfile
+/run/user/1000/rum/web-1234abcd/qemu.pid
+-machine
+pc-q35-10.0,accel=kvm
+-cpu
+host
+-smp
+2
+-m
+2048M
+-qmp
+unix:/run/user/1000/rum/web-1234abcd/qmp.sock,server=on,wait=off
+-chardev
+file,id=serial0,append=on,path=/home/u/.local/share/rum/web-1234abcd/logs/serial.log
+-serial
+chardev:serial0
+-blockdev
+driver=file,node-name=root-file,filename=/home/u/.local/share/rum/web-1234abcd/disk.qcow2
+-blockdev
+driver=qcow2,node-name=root,file=root-file
+-device
+virtio-blk-pci,drive=root,bootindex=0
+-blockdev
+driver=file,node-name=drive-data-file,filename=/home/u/.local/share/rum/web-1234abcd/drives/data.qcow2
+-blockdev
+driver=qcow2,node-name=drive-data,file=drive-data-file
+-device
+virtio-blk-pci,drive=drive-data,serial=data
+-device
+virtio-scsi-pci,id=scsi0
+-blockdev
+driver=file,node-name=seed-file,read-only=on,filename=/home/u/.local/share/rum/web-1234abcd/seed.iso
+-blockdev
+driver=raw,node-name=seed,file=seed-file,read-only=on
+-device
+scsi-cd,drive=seed,bus=scsi0.0
+-netdev
+user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:8080-:80
+-device
+virtio-net-pci,netdev=net0,mac=52:54:00:9f:05:ca
+-device
+virtio-serial-pci,id=vser0
+-chardev
+socket,id=agent0,server=on,wait=off,path=/run/user/1000/rum/web-1234abcd/agent.sock
+-device
+virtserialport,bus=vser0.0,chardev=agent0,name=org.rum.agent.0
+-device
+virtio-rng-pci";
+    assert_eq!(render(&spec()), expected);
+    assert_eq!(spec().snapshot_nodes(), ["root", "drive-data"]);
+}
+
+#[test]
+fn uefi_tcg_vm_with_virtiofs_paused_and_vsock() {
+    let mut spec = spec();
+    spec.accel = Accel::Tcg;
+    spec.paused = true;
+    spec.firmware = Firmware::Uefi {
+        code: FlashFile {
+            filename: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            format: "raw".into(),
+        },
+        vars_template: FlashFile {
+            filename: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+            format: "raw".into(),
+        },
+        requires_smm: false,
+        description: String::new(),
+    };
+    spec.shares = vec![Share {
+        tag: "mnt-project".into(),
+        socket: "/run/x/fs0.sock".into(),
+    }];
+    spec.agent = AgentChannel::Vsock { cid: 1234 };
+    let args = render(&spec);
+    for expected in [
+        "pc-q35-10.0,accel=tcg,smm=off,pflash0=fw-code,pflash1=fw-vars,memory-backend=mem0\n-cpu\nmax",
+        "-object\nmemory-backend-memfd,id=mem0,size=2048M,share=on",
+        "-S\n",
+        "-blockdev\ndriver=file,node-name=fw-code,read-only=on,filename=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "-blockdev\ndriver=file,node-name=fw-vars,filename=/home/u/.local/share/rum/web-1234abcd/nvram.fd",
+        "-chardev\nsocket,id=fs0,path=/run/x/fs0.sock\n-device\nvhost-user-fs-pci,chardev=fs0,tag=mnt-project",
+        "-device\nvhost-vsock-pci,guest-cid=1234",
+    ] {
+        assert!(args.contains(expected), "missing {expected:?} in\n{args}");
+    }
+    assert!(!args.contains("virtserialport"));
+    assert!(
+        !args.contains("cfi.pflash01"),
+        "no secure pflash without SMM"
+    );
+}
+
+#[test]
+fn commas_in_paths_and_names_are_escaped() {
+    let mut spec = spec();
+    spec.name = "a,b".into();
+    spec.overlay = "/data/with,comma/disk.qcow2".into();
+    let args = render(&spec);
+    assert!(args.contains("-name\na,,b,process=rum-a,,b\n"), "{args}");
+    assert!(
+        args.contains("filename=/data/with,,comma/disk.qcow2"),
+        "{args}"
+    );
+}
