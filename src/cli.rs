@@ -36,9 +36,66 @@ pub enum Command {
         #[arg(long)]
         defaults: bool,
     },
+    /// Create (or start) the VM and wait until its guest agent answers
+    Up {
+        /// Return once the VM is up (what `rum up` does without a terminal)
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Stop the VM: ACPI power-off, then quit, then kill
+    Down {
+        /// Skip the power button: quit QEMU at once
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop the VM and delete its disks, seed, keys and state (never the image cache)
+    Destroy {
+        /// Do not ask, even when snapshots would be lost
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Show the VM's state, resources, ports, mounts and bring-up history
+    Status,
+    /// Log in over SSH with rum's key and the pinned host key
+    Ssh {
+        /// Arguments for ssh, after `--` (e.g. `-- -L 8080:localhost:80`)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print an OpenSSH config block for the VM
+    SshConfig,
+    /// Run a command in the guest through the agent; exits with its status
+    Exec {
+        /// Guest user to run as (default: the configured user)
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Working directory in the guest
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Forward this command's stdin to the guest command
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Copy a file into or out of the guest; `:path` names a guest path
+    Cp { source: String, destination: String },
     /// Inspect rum.toml
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect the cloud-init seed rum gives the VM
+    #[command(subcommand)]
+    Seed(SeedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Write the files the seed contains (user-data, meta-data, …) into DIR
+    Dump {
+        /// A new or empty directory
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! rum: cloud-image VMs on QEMU, driven directly, with a fast provisioning
 //! retry loop. The binary is a thin layer over this library.
 
+pub mod agent_binary;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod identity;
 pub mod instance;
+pub mod lifecycle;
 pub mod output;
 pub mod seed;
 pub mod state;

@@ -1,9 +1,17 @@
 //! One module per command; `run` dispatches.
 
 mod config_check;
+mod cp;
+mod destroy;
+mod down;
+mod exec;
 mod init;
+mod seed_dump;
+mod ssh;
+mod status;
+mod up;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SeedCommand};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
 use std::path::PathBuf;
@@ -14,6 +22,33 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
         Command::Init { defaults } => init::run(cli.config.as_deref(), &cwd, *defaults, reporter),
         Command::Config(ConfigCommand::Check) => {
             config_check::run(&config_file(cli, &cwd)?, reporter)
+        }
+        Command::Up { detach: _ } => up::run(&config_file(cli, &cwd)?, reporter),
+        Command::Down { force } => down::run(&config_file(cli, &cwd)?, *force, reporter),
+        Command::Destroy { force } => destroy::run(&config_file(cli, &cwd)?, *force, reporter),
+        Command::Status => status::run(&config_file(cli, &cwd)?, reporter),
+        Command::Ssh { args } => ssh::ssh(&config_file(cli, &cwd)?, args),
+        Command::SshConfig => ssh::ssh_config(&config_file(cli, &cwd)?, reporter),
+        Command::Exec {
+            user,
+            cwd: dir,
+            stdin,
+            command,
+        } => {
+            let args = exec::ExecArgs {
+                user: user.as_deref(),
+                cwd: dir.as_deref(),
+                stdin: *stdin,
+                command,
+            };
+            exec::run(&config_file(cli, &cwd)?, &args)
+        }
+        Command::Cp {
+            source,
+            destination,
+        } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
+        Command::Seed(SeedCommand::Dump { dir }) => {
+            seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)
         }
     }
 }

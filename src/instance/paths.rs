@@ -148,6 +148,15 @@ impl InstancePaths {
     pub fn virtiofsd_pid(&self, index: usize) -> PathBuf {
         self.runtime.join(format!("fs{index}.pid"))
     }
+
+    pub fn virtiofsd_log(&self, index: usize) -> PathBuf {
+        self.logs_dir().join(format!("virtiofsd-{index}.log"))
+    }
+
+    /// What the running VM was started with (ports, accelerator, …).
+    pub fn runtime_info(&self) -> PathBuf {
+        self.runtime.join("vm.json")
+    }
 }
 
 fn socket_len(dir: &Path) -> usize {

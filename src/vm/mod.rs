@@ -2,4 +2,7 @@
 //! QEMU and virtiofsd processes.
 
 pub mod host;
+pub mod process;
+pub mod qemu;
 pub mod qemu_args;
+pub mod virtiofsd;

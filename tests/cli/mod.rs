@@ -22,6 +22,10 @@ impl Sandbox {
         Self { root }
     }
 
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
     pub fn project(&self) -> PathBuf {
         self.root.path().join("project")
     }

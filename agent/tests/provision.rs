@@ -1,0 +1,225 @@
+//! Provisioning against the real agent binary, with a temp state root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, eventually, read};
+use rum_agent::ProvisionEvent;
+use rum_agent::protocol::{OutputStream, RunOn, Script, ScriptState, Trigger};
+
+fn script(name: &str, order: i64, run_on: RunOn, content: &str) -> Script {
+    Script {
+        name: name.into(),
+        content: content.into(),
+        order,
+        run_on,
+    }
+}
+
+/// Scripts that append their name to `trace`.
+fn traced(agent: &Agent, spec: &[(&str, i64, RunOn, &str)]) -> Vec<Script> {
+    let trace = agent.path("trace");
+    spec.iter()
+        .map(|(name, order, run_on, extra)| {
+            script(
+                name,
+                *order,
+                *run_on,
+                &format!("echo {name} >> {}; echo out-{name}; echo err-{name} >&2; {extra}", trace.display()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn runs_in_order_streams_output_and_writes_the_sentinel() {
+    let agent = Agent::start();
+    let client = agent.client().await;
+    // Given out of order on purpose.
+    let scripts = traced(
+        &agent,
+        &[
+            ("boot", 200, RunOn::Boot, ""),
+            ("system", 100, RunOn::System, ""),
+            ("drives", 0, RunOn::System, ""),
+        ],
+    );
+    let mut events = Vec::new();
+    let result = client.provision(scripts.clone(), |e| events.push(e)).await.unwrap();
+    assert!(result.ok, "{result:?}");
+    assert_eq!(read(&agent.path("trace")), "drives\nsystem\nboot\n");
+    let names: Vec<_> = result.scripts.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["drives", "system", "boot"]);
+    assert!(result.scripts.iter().all(|s| s.state == ScriptState::Succeeded));
+    assert!(agent.state.join(".system-provisioned").exists());
+
+    // Output arrived as events, attributed to its script and stream.
+    let out_of = |index: usize, stream: OutputStream| -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ProvisionEvent::Output { index: i, stream: s, data } if *i == index && *s == stream => {
+                    Some(String::from_utf8_lossy(data).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(out_of(1, OutputStream::Stdout), "out-system\n");
+    assert_eq!(out_of(2, OutputStream::Stderr), "err-boot\n");
+    assert!(matches!(&events[0], ProvisionEvent::ScriptStarted { index: 0, name } if name == "drives"));
+
+    // The log has everything.
+    let log = read(std::path::Path::new(&result.log));
+    assert!(log.contains("out-drives") && log.contains("err-boot"), "{log}");
+    assert!(result.log.starts_with(agent.state.join("logs").to_str().unwrap()));
+
+    // Cached, and reported by status.
+    let status = client.status().await.unwrap();
+    assert!(status.system_provisioned);
+    let cached: Vec<_> = status.scripts.iter().map(|s| (s.name.as_str(), s.run_on)).collect();
+    assert_eq!(
+        cached,
+        [("drives", RunOn::System), ("system", RunOn::System), ("boot", RunOn::Boot)]
+    );
+    for s in &status.scripts {
+        assert!(std::path::Path::new(&s.path).is_file());
+    }
+    let last = status.last_provision.unwrap();
+    assert_eq!(last.trigger, Trigger::Host);
+    assert!(last.result.ok);
+    assert_eq!(status.boot_scripts_ran_for.as_deref(), Some("boot-1"));
+
+    // Second run: system scripts are skipped, boot scripts run again.
+    std::fs::remove_file(agent.path("trace")).unwrap();
+    let result = client.provision(scripts, |_| {}).await.unwrap();
+    assert!(result.ok);
+    assert_eq!(read(&agent.path("trace")), "boot\n");
+    let states: Vec<_> = result.scripts.iter().map(|s| s.state.clone()).collect();
+    assert_eq!(
+        states,
+        [ScriptState::Skipped, ScriptState::Skipped, ScriptState::Succeeded]
+    );
+}
+
+#[tokio::test]
+async fn stops_at_the_first_failure_and_writes_no_sentinel() {
+    let agent = Agent::start();
+    let client = agent.client().await;
+    let scripts = traced(
+        &agent,
+        &[
+            ("first", 0, RunOn::System, ""),
+            ("broken", 100, RunOn::System, "exit 7"),
+            ("later", 150, RunOn::System, ""),
+            ("boot", 200, RunOn::Boot, ""),
+        ],
+    );
+    let result = client.provision(scripts, |_| {}).await.unwrap();
+    assert!(!result.ok);
+    let failed = result.failed.clone().unwrap();
+    assert_eq!(failed.name, "broken");
+    assert_eq!(failed.exit.code, Some(7));
+    assert_eq!(read(&agent.path("trace")), "first\nbroken\n");
+    let states: Vec<_> = result.scripts.iter().map(|s| s.state.clone()).collect();
+    assert_eq!(states[0], ScriptState::Succeeded);
+    assert!(matches!(states[1], ScriptState::Failed { exit } if exit.code == Some(7)));
+    assert_eq!(&states[2..], [ScriptState::NotRun, ScriptState::NotRun]);
+    assert!(!agent.state.join(".system-provisioned").exists());
+    let status = client.status().await.unwrap();
+    assert!(!status.system_provisioned);
+    assert_eq!(status.last_provision.unwrap().result.failed.unwrap().name, "broken");
+
+    // Fixed script: everything runs again, and the sentinel appears.
+    std::fs::remove_file(agent.path("trace")).unwrap();
+    let scripts = traced(
+        &agent,
+        &[
+            ("first", 0, RunOn::System, ""),
+            ("broken", 100, RunOn::System, "true"),
+            ("later", 150, RunOn::System, ""),
+            ("boot", 200, RunOn::Boot, "exit 1"),
+        ],
+    );
+    let result = client.provision(scripts, |_| {}).await.unwrap();
+    assert!(!result.ok, "the boot script fails");
+    assert_eq!(result.failed.unwrap().name, "boot");
+    // Every system script succeeded: the sentinel is there despite the boot failure.
+    assert!(agent.state.join(".system-provisioned").exists());
+}
+
+#[tokio::test]
+async fn runs_cached_boot_scripts_by_itself_on_the_next_boot() {
+    let mut agent = Agent::start();
+    let marker = agent.path("boot-runs");
+    let scripts = vec![
+        script("system", 100, RunOn::System, &format!("echo system >> {}", agent.path("system-runs").display())),
+        script("boot", 200, RunOn::Boot, &format!("echo \"boot $RUM_SCRIPT\" >> {}; echo booted", marker.display())),
+    ];
+    {
+        let client = agent.client().await;
+        assert!(client.provision(scripts, |_| {}).await.unwrap().ok);
+    }
+    assert_eq!(read(&marker), "boot boot\n");
+
+    // Same boot, agent restarted (crash, upgrade): no second run.
+    agent.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(read(&marker), "boot boot\n");
+
+    // A reboot: new boot id. Nobody connects; the agent runs the boot script itself.
+    agent.set_boot_id("boot-2");
+    agent.restart();
+    assert!(
+        eventually(Duration::from_secs(10), || read(&marker) == "boot boot\nboot boot\n").await,
+        "boot script did not run: {:?}",
+        read(&marker)
+    );
+    assert_eq!(read(&agent.path("system-runs")), "system\n", "system scripts run once");
+    let client = agent.client().await;
+    let status = client.status().await.unwrap();
+    let boot = status.last_boot_run.expect("a boot run is recorded");
+    assert_eq!(boot.trigger, Trigger::Boot);
+    assert_eq!(boot.boot_id, "boot-2");
+    assert!(boot.result.ok);
+    assert!(read(std::path::Path::new(&boot.result.log)).contains("booted"));
+    assert!(boot.result.log.contains("/logs/boot-"));
+    assert_eq!(status.boot_scripts_ran_for.as_deref(), Some("boot-2"));
+}
+
+#[tokio::test]
+async fn boot_scripts_wait_for_system_provisioning() {
+    let mut agent = Agent::start();
+    let marker = agent.path("boot-runs");
+    let scripts = vec![
+        script("system", 100, RunOn::System, "exit 1"),
+        script("boot", 200, RunOn::Boot, &format!("echo boot >> {}", marker.display())),
+    ];
+    {
+        let client = agent.client().await;
+        assert!(!client.provision(scripts, |_| {}).await.unwrap().ok);
+    }
+    agent.set_boot_id("boot-2");
+    agent.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(read(&marker), "", "boot scripts need completed system provisioning");
+}
+
+#[tokio::test]
+async fn cancelling_a_run_kills_the_running_script() {
+    let agent = Agent::start();
+    let client = agent.client().await;
+    let pidfile = agent.path("script.pid");
+    let scripts = vec![script("slow", 0, RunOn::System, &format!("echo $$ > {}; sleep 60", pidfile.display()))];
+    let run = tokio::spawn({
+        let client = client.clone();
+        async move { client.provision(scripts, |_| {}).await }
+    });
+    assert!(eventually(Duration::from_secs(5), || !read(&pidfile).is_empty()).await);
+    let pid: u32 = read(&pidfile).trim().parse().unwrap();
+    run.abort(); // drops the call: cancel
+    assert!(eventually(Duration::from_secs(5), || !common::alive(pid)).await);
+    assert!(!agent.state.join(".system-provisioned").exists());
+    client.ping().await.unwrap();
+}

@@ -1,0 +1,44 @@
+//! `rum destroy`.
+
+use crate::disk;
+use crate::instance::{InstanceLock, LockWait};
+use crate::lifecycle::{Instance, stop};
+use crate::output::Reporter;
+use crate::{Error, ExitStatus};
+use std::path::Path;
+
+pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+    let instance = Instance::open(file)?;
+    let id = instance.paths.id.to_string();
+    if !instance.paths.exists() {
+        reporter.result(
+            &format!("`{id}` does not exist; nothing to destroy"),
+            &serde_json::json!({ "instance": id, "destroyed": false }),
+        );
+        return Ok(ExitStatus::Success);
+    }
+    // Held while the files go: the lock file may vanish under it, but no one else gets in.
+    let _lock = InstanceLock::acquire(
+        &instance.paths.lock_file(),
+        &id,
+        "rum destroy",
+        LockWait::No,
+    )?;
+    let snapshots = disk::inspect(&instance.paths.overlay())
+        .map(|i| i.snapshots)
+        .unwrap_or(0);
+    if snapshots > 0 && !force {
+        stop::confirm_destroy(&instance, snapshots, reporter)?;
+    }
+    let step = reporter.step("Stopping the VM");
+    stop::stop(&instance, true);
+    step.done();
+    let step = reporter.step("Removing the instance's files");
+    stop::remove(&instance)?;
+    step.done();
+    reporter.result(
+        &format!("Destroyed `{id}`"),
+        &serde_json::json!({ "instance": id, "destroyed": true }),
+    );
+    Ok(ExitStatus::Success)
+}

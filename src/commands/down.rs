@@ -1,0 +1,39 @@
+//! `rum down`.
+
+use crate::instance::{InstanceLock, LockWait};
+use crate::lifecycle::{Instance, stop};
+use crate::output::Reporter;
+use crate::vm::qemu::Stopped;
+use crate::{Error, ExitStatus};
+use std::path::Path;
+
+pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+    let instance = Instance::open(file)?;
+    let id = instance.paths.id.to_string();
+    if !instance.paths.exists() {
+        reporter.result(
+            &format!("`{id}` does not exist; nothing to stop"),
+            &serde_json::json!({ "instance": id, "stopped": false }),
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let _lock = InstanceLock::acquire(&instance.paths.lock_file(), &id, "rum down", LockWait::No)?;
+    let step = reporter.step(if force {
+        "Stopping the VM (quit)"
+    } else {
+        "Stopping the VM (ACPI power-off)"
+    });
+    let result = stop::stop(&instance, force);
+    let how = match result.stopped {
+        None => "was not running",
+        Some(Stopped::PoweredOff) => "powered off",
+        Some(Stopped::Quit) => "quit",
+        Some(Stopped::Killed) => "killed",
+    };
+    step.done();
+    reporter.result(
+        &format!("`{id}` {how}; `rum up` starts it again with its disks as they are"),
+        &serde_json::json!({ "instance": id, "stopped": result.stopped.is_some(), "how": how, "virtiofsd_stopped": result.virtiofsd }),
+    );
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,62 @@
+//! `rum exec -- CMD…`: runs a command in the guest through the agent,
+//! streaming its output; rum exits with the command's status.
+
+use crate::lifecycle::{Instance, connect_agent, runtime};
+use crate::{Error, ExitStatus};
+use rum_agent::ExecEvent;
+use rum_agent::protocol::ExecRequest;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+pub struct ExecArgs<'a> {
+    pub user: Option<&'a str>,
+    pub cwd: Option<&'a str>,
+    pub stdin: bool,
+    pub command: &'a [String],
+}
+
+pub fn run(file: &Path, args: &ExecArgs<'_>) -> Result<ExitStatus, Error> {
+    let instance = Instance::open(file)?;
+    runtime().block_on(async {
+        let client = connect_agent(&instance, Duration::from_secs(30)).await?;
+        let mut request = ExecRequest::argv(args.command.iter().cloned());
+        request.user = Some(args.user.unwrap_or(&instance.config.user.name).to_owned());
+        request.cwd = args.cwd.map(str::to_owned);
+        request.stdin = args.stdin;
+        let mut exec = client.exec(request).await?;
+        let mut stdin = args.stdin.then(tokio::io::stdin);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                read = async { stdin.as_mut().expect("guarded").read(&mut buf).await }, if stdin.is_some() => {
+                    match read {
+                        Ok(0) | Err(_) => {
+                            stdin = None;
+                            exec.close_stdin().await?;
+                        }
+                        Ok(n) => exec.write_stdin(&buf[..n]).await?,
+                    }
+                }
+                event = exec.next() => match event? {
+                    Some(ExecEvent::Stdout(data)) => write_all(&mut std::io::stdout(), &data),
+                    Some(ExecEvent::Stderr(data)) => write_all(&mut std::io::stderr(), &data),
+                    Some(ExecEvent::Exited(status)) => {
+                        let code = match (status.code, status.signal) {
+                            (Some(code), _) => code,
+                            (None, Some(signal)) => 128 + signal,
+                            (None, None) => 1,
+                        };
+                        return Ok(ExitStatus::Guest(code.clamp(0, 255) as u8));
+                    }
+                    None => return Ok(ExitStatus::Failure),
+                },
+            }
+        }
+    })
+}
+
+fn write_all(out: &mut impl Write, data: &[u8]) {
+    let _ = out.write_all(data).and_then(|()| out.flush());
+}

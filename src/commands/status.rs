@@ -1,0 +1,126 @@
+//! `rum status`.
+
+use crate::disk;
+use crate::instance::InstanceLock;
+use crate::lifecycle::{Instance, RuntimeInfo};
+use crate::output::Reporter;
+use crate::state::State;
+use crate::{Error, ExitStatus};
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// History entries shown to people (JSON gets them all).
+const HISTORY_SHOWN: usize = 12;
+
+pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
+    let instance = Instance::open(file)?;
+    let paths = &instance.paths;
+    let exists = paths.exists();
+    let pid = instance.qemu_pid();
+    let info = pid.and(RuntimeInfo::load(&paths.runtime_info()));
+    let state = State::load(&paths.state_file())?;
+    let snapshots = disk::inspect(&paths.overlay())
+        .map(|i| i.snapshots)
+        .unwrap_or(0);
+    let busy = InstanceLock::current_holder(&paths.lock_file());
+    let vm_state = match (exists, pid) {
+        (false, _) => "not created",
+        (true, Some(_)) => "running",
+        (true, None) => "stopped",
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let uptime = info.as_ref().map(|i| now.saturating_sub(i.started));
+
+    let mut s = String::new();
+    let _ = writeln!(s, "  {:<12}{} ({vm_state})", "instance", paths.id);
+    if let Some(holder) = &busy {
+        let _ = writeln!(s, "  {:<12}{holder} is working on it", "busy");
+    }
+    if let (Some(pid), Some(info)) = (pid, &info) {
+        let _ = writeln!(
+            s,
+            "  {:<12}{pid}, up {}",
+            "pid",
+            human_duration(uptime.unwrap_or(0))
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12}{} ({}), {} firmware, QEMU {}",
+            "machine", info.machine, info.accel, info.firmware, info.qemu_version
+        );
+        let _ = writeln!(s, "  {:<12}{}", "agent", info.agent_transport);
+        let _ = writeln!(s, "  {:<12}127.0.0.1:{} (`rum ssh`)", "ssh", info.ssh_port);
+        for port in &info.ports {
+            let _ = writeln!(s, "  {:<12}{port}", "port");
+        }
+        for mount in &info.mounts {
+            let _ = writeln!(s, "  {:<12}{mount}", "mount");
+        }
+    }
+    let c = &instance.config.resources;
+    let _ = writeln!(
+        s,
+        "  {:<12}{} CPUs, {} MiB, {} disk",
+        "resources", c.cpus, c.memory_mb, c.disk
+    );
+    let _ = writeln!(s, "  {:<12}{snapshots}", "snapshots");
+    for (milestone, m) in &state.milestones {
+        let error = m
+            .error
+            .as_ref()
+            .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<12}{} — {:?} (attempt {}){error}",
+            "milestone",
+            milestone.title(),
+            m.status,
+            m.attempts
+        );
+    }
+    for h in state.history.iter().rev().take(HISTORY_SHOWN).rev() {
+        let detail = h
+            .detail
+            .as_ref()
+            .map(|d| format!(" — {}", d.lines().next().unwrap_or("")))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<12}{} {} {}{detail}",
+            "history",
+            h.at_ms / 1000,
+            h.milestone.title(),
+            h.event
+        );
+    }
+    reporter.result(
+        s.trim_end(),
+        &serde_json::json!({
+            "instance": paths.id,
+            "state": vm_state,
+            "pid": pid,
+            "uptime_s": uptime,
+            "runtime": info,
+            "busy": busy,
+            "resources": c,
+            "snapshots": snapshots,
+            "milestones": state.milestones,
+            "history": state.history,
+            "data_dir": paths.data,
+        }),
+    );
+    Ok(ExitStatus::Success)
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}

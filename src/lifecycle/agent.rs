@@ -1,0 +1,49 @@
+//! Reaching the guest agent of a running VM.
+
+use super::{Instance, RuntimeInfo};
+use rum_agent::{Client, ConnectOptions, Endpoint};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("`{0}` is not running; start it with `rum up`")]
+    NotRunning(String),
+    #[error(
+        "Cannot reach the guest agent of `{instance}` ({source}); `rum status` shows the VM's state, `rum log` the guest console"
+    )]
+    Unreachable {
+        instance: String,
+        #[source]
+        source: rum_agent::Error,
+    },
+}
+
+/// Where the agent of a VM started with `info` listens.
+pub fn endpoint(instance: &Instance, info: &RuntimeInfo) -> Endpoint {
+    match info.vsock_cid {
+        Some(cid) => Endpoint::Vsock { cid },
+        None => Endpoint::Serial(instance.paths.agent_socket()),
+    }
+}
+
+/// A session with the agent of the running VM.
+pub async fn connect_agent(instance: &Instance, timeout: Duration) -> Result<Client, AgentError> {
+    let name = instance.paths.id.to_string();
+    let info = match (
+        instance.qemu_pid(),
+        RuntimeInfo::load(&instance.paths.runtime_info()),
+    ) {
+        (Some(_), Some(info)) => info,
+        _ => return Err(AgentError::NotRunning(name)),
+    };
+    let options = ConnectOptions {
+        retry: Duration::from_millis(500),
+        timeout,
+    };
+    Client::connect(&endpoint(instance, &info), &options)
+        .await
+        .map_err(|source| AgentError::Unreachable {
+            instance: name,
+            source,
+        })
+}

@@ -1,0 +1,57 @@
+//! The life of a VM: bring-up, stop, destroy, and what is known about a
+//! running one. Commands in `commands/` are thin layers over these.
+
+mod agent;
+mod runtime;
+pub mod stop;
+pub mod up;
+
+pub use agent::{AgentError, connect_agent};
+pub use runtime::RuntimeInfo;
+
+use crate::config::{self, Config};
+use crate::instance::{BaseDirs, InstanceId, InstancePaths};
+use crate::vm::process;
+use std::path::Path;
+
+/// A config and the files of the instance it describes.
+pub struct Instance {
+    pub config: Config,
+    pub paths: InstancePaths,
+    pub dirs: BaseDirs,
+    pub warnings: Vec<config::Warning>,
+}
+
+impl Instance {
+    pub fn open(config_file: &Path) -> Result<Self, crate::Error> {
+        let loaded = config::load(config_file)?;
+        let dirs = BaseDirs::from_env()?;
+        let paths = InstancePaths::resolve(
+            InstanceId::new(&loaded.config.name, &loaded.config.file),
+            &dirs,
+        )?;
+        Ok(Self {
+            config: loaded.config,
+            paths,
+            dirs,
+            warnings: loaded.warnings,
+        })
+    }
+
+    /// The pid of this instance's QEMU, if it runs. Its command line must
+    /// name our QMP socket, so a reused pid is not taken for ours.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        process::find(
+            &self.paths.qemu_pid(),
+            &self.paths.qmp_socket().to_string_lossy(),
+        )
+    }
+}
+
+/// A single-threaded runtime for the async parts of a command (QMP, agent).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -1,0 +1,146 @@
+//! Runs the real `rum` binary inside the test's environment.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::E2e;
+
+/// Long enough for a `rum up` under TCG; a hung command fails instead of blocking CI.
+const RUM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One finished `rum` invocation.
+pub struct RumRun {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RumRun {
+    /// Panics with the full output unless rum exited 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.status.success(), "{self}");
+        self
+    }
+
+    /// Panics with the full output unless rum exited with `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.status.code(), Some(code), "{self}");
+        self
+    }
+}
+
+impl fmt::Display for RumRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rum {} exited {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.args.join(" "),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+impl E2e {
+    /// `rum` with a private HOME and XDG dirs, `RUM_ACCEL`, the project dir as
+    /// working dir and no terminal on stdin; callers add arguments and stdio.
+    pub fn rum_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rum"));
+        // Nothing from the developer's shell (RUM_*, SSH_AUTH_SOCK, ~/.ssh) may change the run.
+        cmd.env_clear();
+        for keep in ["PATH", "RUM_LOG", "RUST_BACKTRACE"] {
+            if let Some(value) = std::env::var_os(keep) {
+                cmd.env(keep, value);
+            }
+        }
+        cmd.current_dir(&self.project)
+            .env("HOME", &self.home)
+            .env("XDG_DATA_HOME", &self.xdg.data)
+            .env("XDG_CACHE_HOME", &self.xdg.cache)
+            .env("XDG_CONFIG_HOME", &self.xdg.config)
+            .env("XDG_RUNTIME_DIR", &self.xdg.runtime)
+            .env("RUM_ACCEL", &self.tools.accel)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `rum ARGS` to completion (at most 10 minutes) and returns its output.
+    pub fn rum(&self, args: &[&str]) -> RumRun {
+        self.rum_with_timeout(args, RUM_TIMEOUT)
+    }
+
+    pub fn rum_with_timeout(&self, args: &[&str], timeout: Duration) -> RumRun {
+        // Files, not pipes: no deadlock on large output, and they are dumped if the test fails.
+        let dir = self.dir("rum-runs");
+        let n = fs::read_dir(&dir).map(|d| d.count() / 2 + 1).unwrap_or(1);
+        let stdout_path = dir.join(format!("{n:03}-stdout.log"));
+        let stderr_path = dir.join(format!("{n:03}-stderr.log"));
+        let mut cmd = self.rum_command();
+        cmd.args(args)
+            .stdout(create(&stdout_path))
+            .stderr(create(&stderr_path));
+        let pid = self.procs.spawn(&mut cmd);
+        let status = match self.procs.wait_timeout(pid, timeout) {
+            Some(status) => status,
+            None => {
+                self.procs.stop(pid);
+                panic!(
+                    "rum {} did not finish within {timeout:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+                    args.join(" "),
+                    read(&stdout_path),
+                    read(&stderr_path)
+                );
+            }
+        };
+        self.procs.stop(pid);
+        RumRun {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            status,
+            stdout: read(&stdout_path),
+            stderr: read(&stderr_path),
+        }
+    }
+
+    /// Writes `<project>/rum.toml` using the test image, 2 CPUs and 1 GiB,
+    /// followed by `extra` (more TOML sections); returns its path.
+    pub fn write_rum_toml(&self, extra: &str) -> PathBuf {
+        let path = self.project.join("rum.toml");
+        let image = self.tools.image.to_str().expect("test image path is UTF-8");
+        let text = format!(
+            "[image]\nbase = {}\n\n[resources]\ncpus = 2\nmemory_mb = 1024\n\n{extra}",
+            toml_string(image)
+        );
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn create(path: &Path) -> File {
+    File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+}
+
+fn read(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
