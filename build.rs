@@ -16,7 +16,8 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 const PROFILE: &str = "agent";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     println!("cargo:rerun-if-changed=agent/src");
     println!("cargo:rerun-if-changed=agent/Cargo.toml");
@@ -62,7 +63,10 @@ fn build_agent(manifest_dir: &Path, out_dir: &Path) -> PathBuf {
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build the guest agent: {e}"));
-    assert!(status.success(), "building the guest agent (rum-agent) failed: {status}");
+    assert!(
+        status.success(),
+        "building the guest agent (rum-agent) failed: {status}"
+    );
     target_dir.join(TARGET).join(PROFILE).join("rum-agent")
 }
 

@@ -26,6 +26,14 @@ impl Guard {
         }
     }
 
+    /// Registers the removal of a file this run created.
+    pub fn push_remove(&mut self, what: impl Into<String>, path: &std::path::Path) {
+        let path = path.to_path_buf();
+        self.push(what, move || {
+            std::fs::remove_file(&path).map_err(|e| e.to_string())
+        });
+    }
+
     /// Keeps everything; later pushes are ignored.
     pub fn disarm(&mut self) {
         self.disarmed = true;

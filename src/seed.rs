@@ -61,6 +61,14 @@ pub struct SeedImage {
     pub rebuilt: bool,
 }
 
+/// Whether `seed.iso` is missing or was built from other inputs than `args`.
+pub fn is_stale(paths: &InstancePaths, args: &SeedArgs<'_>) -> Result<bool, SeedError> {
+    let seed = Seed::render(args)?;
+    let recorded = std::fs::read_to_string(paths.seed_identity()).ok();
+    Ok(!paths.seed_iso().is_file()
+        || recorded.as_deref().map(str::trim) != Some(seed.identity.as_str()))
+}
+
 /// Makes `seed.iso` match `args`, writing it only when its identity differs
 /// from the one recorded beside it. The image is replaced atomically.
 pub fn ensure_iso(paths: &InstancePaths, args: &SeedArgs<'_>) -> Result<SeedImage, SeedError> {

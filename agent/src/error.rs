@@ -35,7 +35,9 @@ pub enum Error {
     Protocol(String),
     #[error("The guest agent reports {kind}: {message}")]
     Agent { kind: ErrorKind, message: String },
-    #[error("{what} arrived with SHA-256 {actual} and {actual_size} bytes; expected {expected} and {expected_size} bytes")]
+    #[error(
+        "{what} arrived with SHA-256 {actual} and {actual_size} bytes; expected {expected} and {expected_size} bytes"
+    )]
     Checksum {
         what: String,
         expected: String,

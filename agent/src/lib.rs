@@ -20,6 +20,8 @@ pub mod error;
 pub mod protocol;
 pub mod transport;
 
-pub use client::{Client, ConnectOptions, Exec, ExecEvent, ExecOutput, ProvisionEvent, PushOptions};
+pub use client::{
+    Client, ConnectOptions, Exec, ExecEvent, ExecOutput, ProvisionEvent, PushOptions,
+};
 pub use error::{Error, Result};
 pub use transport::{Endpoint, Transport};

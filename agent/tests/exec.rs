@@ -14,7 +14,9 @@ async fn streams_output_as_it_comes_and_reports_exit_codes() {
     let client = agent.client().await;
 
     let mut exec = client
-        .exec(ExecRequest::shell("echo one; echo err >&2; sleep 0.5; echo two; exit 3"))
+        .exec(ExecRequest::shell(
+            "echo one; echo err >&2; sleep 0.5; echo two; exit 3",
+        ))
         .await
         .unwrap();
     let started = Instant::now();
@@ -39,7 +41,10 @@ async fn streams_output_as_it_comes_and_reports_exit_codes() {
     assert!(first_stdout_at.unwrap() < Duration::from_millis(400));
     assert!(exec.next().await.unwrap().is_none());
 
-    let ok = client.exec_output(ExecRequest::argv(["true"])).await.unwrap();
+    let ok = client
+        .exec_output(ExecRequest::argv(["true"]))
+        .await
+        .unwrap();
     assert!(ok.status.success());
 }
 
@@ -48,7 +53,10 @@ async fn reports_signals_env_cwd_and_user() {
     let agent = Agent::start();
     let client = agent.client().await;
 
-    let out = client.exec_output(ExecRequest::shell("kill -TERM $$")).await.unwrap();
+    let out = client
+        .exec_output(ExecRequest::shell("kill -TERM $$"))
+        .await
+        .unwrap();
     assert_eq!((out.status.code, out.status.signal), (None, Some(15)));
 
     let mut req = ExecRequest::argv(["sh", "-c", "echo $GREETING; pwd"]);
@@ -97,7 +105,10 @@ async fn feeds_stdin() {
     let exec = writer.await;
     let out = exec.output().await.unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), data.len().to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        data.len().to_string()
+    );
 }
 
 #[tokio::test]
@@ -121,7 +132,10 @@ async fn cancel_and_drop_kill_the_process() {
     let agent = Agent::start();
     let client = agent.client().await;
 
-    let exec = client.exec(ExecRequest::argv(["sleep", "60"])).await.unwrap();
+    let exec = client
+        .exec(ExecRequest::argv(["sleep", "60"]))
+        .await
+        .unwrap();
     let pid = exec.pid();
     assert!(alive(pid));
     exec.cancel().await.unwrap();
@@ -131,7 +145,10 @@ async fn cancel_and_drop_kill_the_process() {
     assert!(!alive(pid));
 
     // Dropping the handle cancels too.
-    let exec = client.exec(ExecRequest::argv(["sleep", "60"])).await.unwrap();
+    let exec = client
+        .exec(ExecRequest::argv(["sleep", "60"]))
+        .await
+        .unwrap();
     let pid = exec.pid();
     drop(exec);
     assert!(eventually(Duration::from_secs(3), || !alive(pid)).await);
@@ -160,5 +177,9 @@ async fn many_calls_run_concurrently_on_one_connection() {
         t.await.unwrap();
     }
     // Sequentially that would be 10 s.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -48,7 +48,9 @@ async fn pushes_and_pulls_50_mib_with_modes_and_checksums() {
     assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "mode kept");
     assert!(std::fs::read(remote).unwrap() == data);
     // No temporary files left beside it.
-    let names: Vec<_> = std::fs::read_dir(agent.path("guest/dir")).unwrap().collect();
+    let names: Vec<_> = std::fs::read_dir(agent.path("guest/dir"))
+        .unwrap()
+        .collect();
     assert_eq!(names.len(), 1);
 
     let back = agent.path("back.bin");
@@ -76,7 +78,10 @@ async fn push_bytes_with_mode_and_owner_replaces_atomically() {
     if unsafe { libc::geteuid() } == 0 {
         options.owner = Some("nobody".into());
     }
-    client.push_bytes(b"new content", remote, &options).await.unwrap();
+    client
+        .push_bytes(b"new content", remote, &options)
+        .await
+        .unwrap();
     let meta = std::fs::metadata(remote).unwrap();
     assert_eq!(std::fs::read(remote).unwrap(), b"new content");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
@@ -84,7 +89,10 @@ async fn push_bytes_with_mode_and_owner_replaces_atomically() {
         assert_eq!(meta.uid(), 65534);
     }
     // Empty files work too.
-    client.push_bytes(b"", remote, &PushOptions::default()).await.unwrap();
+    client
+        .push_bytes(b"", remote, &PushOptions::default())
+        .await
+        .unwrap();
     let (info, data) = client.pull_bytes(remote).await.unwrap();
     assert_eq!((info.size, data.len(), info.mode), (0, 0, 0o644));
 }
@@ -108,7 +116,16 @@ async fn reports_missing_files_and_bad_paths() {
         .push_bytes(b"x", missing.to_str().unwrap(), &PushOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Agent { kind: ErrorKind::NotFound, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Agent {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // The session survives all of that.
     client.ping().await.unwrap();
 }

@@ -26,7 +26,10 @@ fn traced(agent: &Agent, spec: &[(&str, i64, RunOn, &str)]) -> Vec<Script> {
                 name,
                 *order,
                 *run_on,
-                &format!("echo {name} >> {}; echo out-{name}; echo err-{name} >&2; {extra}", trace.display()),
+                &format!(
+                    "echo {name} >> {}; echo out-{name}; echo err-{name} >&2; {extra}",
+                    trace.display()
+                ),
             )
         })
         .collect()
@@ -46,12 +49,20 @@ async fn runs_in_order_streams_output_and_writes_the_sentinel() {
         ],
     );
     let mut events = Vec::new();
-    let result = client.provision(scripts.clone(), |e| events.push(e)).await.unwrap();
+    let result = client
+        .provision(scripts.clone(), |e| events.push(e))
+        .await
+        .unwrap();
     assert!(result.ok, "{result:?}");
     assert_eq!(read(&agent.path("trace")), "drives\nsystem\nboot\n");
     let names: Vec<_> = result.scripts.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["drives", "system", "boot"]);
-    assert!(result.scripts.iter().all(|s| s.state == ScriptState::Succeeded));
+    assert!(
+        result
+            .scripts
+            .iter()
+            .all(|s| s.state == ScriptState::Succeeded)
+    );
     assert!(agent.state.join(".system-provisioned").exists());
 
     // Output arrived as events, attributed to its script and stream.
@@ -59,7 +70,11 @@ async fn runs_in_order_streams_output_and_writes_the_sentinel() {
         events
             .iter()
             .filter_map(|e| match e {
-                ProvisionEvent::Output { index: i, stream: s, data } if *i == index && *s == stream => {
+                ProvisionEvent::Output {
+                    index: i,
+                    stream: s,
+                    data,
+                } if *i == index && *s == stream => {
                     Some(String::from_utf8_lossy(data).into_owned())
                 }
                 _ => None,
@@ -68,20 +83,37 @@ async fn runs_in_order_streams_output_and_writes_the_sentinel() {
     };
     assert_eq!(out_of(1, OutputStream::Stdout), "out-system\n");
     assert_eq!(out_of(2, OutputStream::Stderr), "err-boot\n");
-    assert!(matches!(&events[0], ProvisionEvent::ScriptStarted { index: 0, name } if name == "drives"));
+    assert!(
+        matches!(&events[0], ProvisionEvent::ScriptStarted { index: 0, name } if name == "drives")
+    );
 
     // The log has everything.
     let log = read(std::path::Path::new(&result.log));
-    assert!(log.contains("out-drives") && log.contains("err-boot"), "{log}");
-    assert!(result.log.starts_with(agent.state.join("logs").to_str().unwrap()));
+    assert!(
+        log.contains("out-drives") && log.contains("err-boot"),
+        "{log}"
+    );
+    assert!(
+        result
+            .log
+            .starts_with(agent.state.join("logs").to_str().unwrap())
+    );
 
     // Cached, and reported by status.
     let status = client.status().await.unwrap();
     assert!(status.system_provisioned);
-    let cached: Vec<_> = status.scripts.iter().map(|s| (s.name.as_str(), s.run_on)).collect();
+    let cached: Vec<_> = status
+        .scripts
+        .iter()
+        .map(|s| (s.name.as_str(), s.run_on))
+        .collect();
     assert_eq!(
         cached,
-        [("drives", RunOn::System), ("system", RunOn::System), ("boot", RunOn::Boot)]
+        [
+            ("drives", RunOn::System),
+            ("system", RunOn::System),
+            ("boot", RunOn::Boot)
+        ]
     );
     for s in &status.scripts {
         assert!(std::path::Path::new(&s.path).is_file());
@@ -99,7 +131,11 @@ async fn runs_in_order_streams_output_and_writes_the_sentinel() {
     let states: Vec<_> = result.scripts.iter().map(|s| s.state.clone()).collect();
     assert_eq!(
         states,
-        [ScriptState::Skipped, ScriptState::Skipped, ScriptState::Succeeded]
+        [
+            ScriptState::Skipped,
+            ScriptState::Skipped,
+            ScriptState::Succeeded
+        ]
     );
 }
 
@@ -129,7 +165,10 @@ async fn stops_at_the_first_failure_and_writes_no_sentinel() {
     assert!(!agent.state.join(".system-provisioned").exists());
     let status = client.status().await.unwrap();
     assert!(!status.system_provisioned);
-    assert_eq!(status.last_provision.unwrap().result.failed.unwrap().name, "broken");
+    assert_eq!(
+        status.last_provision.unwrap().result.failed.unwrap().name,
+        "broken"
+    );
 
     // Fixed script: everything runs again, and the sentinel appears.
     std::fs::remove_file(agent.path("trace")).unwrap();
@@ -154,8 +193,21 @@ async fn runs_cached_boot_scripts_by_itself_on_the_next_boot() {
     let mut agent = Agent::start();
     let marker = agent.path("boot-runs");
     let scripts = vec![
-        script("system", 100, RunOn::System, &format!("echo system >> {}", agent.path("system-runs").display())),
-        script("boot", 200, RunOn::Boot, &format!("echo \"boot $RUM_SCRIPT\" >> {}; echo booted", marker.display())),
+        script(
+            "system",
+            100,
+            RunOn::System,
+            &format!("echo system >> {}", agent.path("system-runs").display()),
+        ),
+        script(
+            "boot",
+            200,
+            RunOn::Boot,
+            &format!(
+                "echo \"boot $RUM_SCRIPT\" >> {}; echo booted",
+                marker.display()
+            ),
+        ),
     ];
     {
         let client = agent.client().await;
@@ -172,11 +224,17 @@ async fn runs_cached_boot_scripts_by_itself_on_the_next_boot() {
     agent.set_boot_id("boot-2");
     agent.restart();
     assert!(
-        eventually(Duration::from_secs(10), || read(&marker) == "boot boot\nboot boot\n").await,
+        eventually(Duration::from_secs(10), || read(&marker)
+            == "boot boot\nboot boot\n")
+        .await,
         "boot script did not run: {:?}",
         read(&marker)
     );
-    assert_eq!(read(&agent.path("system-runs")), "system\n", "system scripts run once");
+    assert_eq!(
+        read(&agent.path("system-runs")),
+        "system\n",
+        "system scripts run once"
+    );
     let client = agent.client().await;
     let status = client.status().await.unwrap();
     let boot = status.last_boot_run.expect("a boot run is recorded");
@@ -194,7 +252,12 @@ async fn boot_scripts_wait_for_system_provisioning() {
     let marker = agent.path("boot-runs");
     let scripts = vec![
         script("system", 100, RunOn::System, "exit 1"),
-        script("boot", 200, RunOn::Boot, &format!("echo boot >> {}", marker.display())),
+        script(
+            "boot",
+            200,
+            RunOn::Boot,
+            &format!("echo boot >> {}", marker.display()),
+        ),
     ];
     {
         let client = agent.client().await;
@@ -203,7 +266,11 @@ async fn boot_scripts_wait_for_system_provisioning() {
     agent.set_boot_id("boot-2");
     agent.restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(read(&marker), "", "boot scripts need completed system provisioning");
+    assert_eq!(
+        read(&marker),
+        "",
+        "boot scripts need completed system provisioning"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +278,12 @@ async fn cancelling_a_run_kills_the_running_script() {
     let agent = Agent::start();
     let client = agent.client().await;
     let pidfile = agent.path("script.pid");
-    let scripts = vec![script("slow", 0, RunOn::System, &format!("echo $$ > {}; sleep 60", pidfile.display()))];
+    let scripts = vec![script(
+        "slow",
+        0,
+        RunOn::System,
+        &format!("echo $$ > {}; sleep 60", pidfile.display()),
+    )];
     let run = tokio::spawn({
         let client = client.clone();
         async move { client.provision(scripts, |_| {}).await }

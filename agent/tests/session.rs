@@ -57,13 +57,18 @@ async fn requests_before_the_handshake_are_refused_and_garbage_is_skipped() {
     assert_eq!(msg.id, 9);
     assert!(matches!(msg.event, Event::Error(e) if e.kind == ErrorKind::NoSession));
     conn.handshake("s1").await;
-    conn.send(&raw::request(10, Request::Ping, &[])).await.unwrap();
+    conn.send(&raw::request(10, Request::Ping, &[]))
+        .await
+        .unwrap();
     let (msg, _) = conn.next().await.unwrap();
     assert!(matches!(msg.event, Event::Pong(_)));
     // An undecodable request gets an error, not a dead session.
-    conn.send(&rum_agent::protocol::frame::encode(br#"{"id":11,"type":"warp"}"#, &[]))
-        .await
-        .unwrap();
+    conn.send(&rum_agent::protocol::frame::encode(
+        br#"{"id":11,"type":"warp"}"#,
+        &[],
+    ))
+    .await
+    .unwrap();
     let (msg, _) = conn.next().await.unwrap();
     assert_eq!(msg.id, 11);
     assert!(matches!(msg.event, Event::Error(e) if e.kind == ErrorKind::BadRequest));
@@ -74,11 +79,17 @@ async fn a_new_handshake_resets_the_session() {
     let agent = Agent::start();
     let mut conn = Raw::connect(&agent.socket).await;
     conn.handshake("first").await;
-    conn.send(&raw::request(1, Request::Exec(ExecRequest::argv(["sleep", "300"])), &[]))
-        .await
-        .unwrap();
+    conn.send(&raw::request(
+        1,
+        Request::Exec(ExecRequest::argv(["sleep", "300"])),
+        &[],
+    ))
+    .await
+    .unwrap();
     let (msg, _) = conn.next().await.unwrap();
-    let Event::Started { pid } = msg.event else { panic!("{msg:?}") };
+    let Event::Started { pid } = msg.event else {
+        panic!("{msg:?}")
+    };
     assert!(alive(pid));
 
     // The same session id again only repeats the answer.
@@ -88,7 +99,9 @@ async fn a_new_handshake_resets_the_session() {
     // A new one (a restored snapshot, a reconnected host) ends the old session's calls.
     conn.handshake("second").await;
     assert!(eventually(Duration::from_secs(3), || !alive(pid)).await);
-    conn.send(&raw::request(2, Request::Ping, &[])).await.unwrap();
+    conn.send(&raw::request(2, Request::Ping, &[]))
+        .await
+        .unwrap();
     let (msg, _) = conn.next().await.unwrap();
     // Nothing of the old session (its `exited`) comes through.
     assert_eq!(msg.id, 2, "{msg:?}");
@@ -196,7 +209,9 @@ async fn survives_100_disconnects_mid_stream() {
             1 => {
                 conn.handshake(&session).await;
                 let cmd = ExecRequest::shell(format!("yes {marker} | head -c 20000000"));
-                conn.send(&raw::request(1, Request::Exec(cmd), &[])).await.unwrap();
+                conn.send(&raw::request(1, Request::Exec(cmd), &[]))
+                    .await
+                    .unwrap();
                 read_some(&mut conn, rng.below(50)).await;
             }
             // Mid-pull of a large file.
@@ -205,14 +220,18 @@ async fn survives_100_disconnects_mid_stream() {
                 let pull = rum_agent::protocol::PullRequest {
                     path: big.display().to_string(),
                 };
-                conn.send(&raw::request(1, Request::Pull(pull), &[])).await.unwrap();
+                conn.send(&raw::request(1, Request::Pull(pull), &[]))
+                    .await
+                    .unwrap();
                 read_some(&mut conn, rng.below(20)).await;
             }
             // With a long-running process the session's end must kill.
             3 => {
                 conn.handshake(&session).await;
                 let cmd = ExecRequest::argv(["sleep", "1000", &marker]);
-                conn.send(&raw::request(1, Request::Exec(cmd), &[])).await.unwrap();
+                conn.send(&raw::request(1, Request::Exec(cmd), &[]))
+                    .await
+                    .unwrap();
                 read_some(&mut conn, rng.below(2)).await;
             }
             // Mid-provision with output.
@@ -220,7 +239,9 @@ async fn survives_100_disconnects_mid_stream() {
                 conn.handshake(&session).await;
                 let scripts = vec![rum_agent::protocol::Script {
                     name: "chatty".into(),
-                    content: format!("for i in $(seq 1 2000); do echo line $i; done; sleep 1000 {marker}"),
+                    content: format!(
+                        "for i in $(seq 1 2000); do echo line $i; done; sleep 1000 {marker}"
+                    ),
                     order: 0,
                     run_on: rum_agent::protocol::RunOn::Boot,
                 }];
@@ -239,14 +260,20 @@ async fn survives_100_disconnects_mid_stream() {
     // A clean session works: every kind of call.
     let client = agent.client().await;
     client.ping().await.unwrap();
-    let out = client.exec_output(ExecRequest::shell("echo fine")).await.unwrap();
+    let out = client
+        .exec_output(ExecRequest::shell("echo fine"))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, b"fine\n");
     let target = agent.path("after");
     client
         .push_bytes(b"after", target.to_str().unwrap(), &PushOptions::default())
         .await
         .unwrap();
-    assert_eq!(client.pull_bytes(target.to_str().unwrap()).await.unwrap().1, b"after");
+    assert_eq!(
+        client.pull_bytes(target.to_str().unwrap()).await.unwrap().1,
+        b"after"
+    );
     assert!(client.status().await.is_ok());
 
     // Nothing the dropped sessions started is still running.
@@ -268,6 +295,8 @@ async fn survives_100_disconnects_mid_stream() {
         leftovers()
     );
     // And no file descriptors leaked.
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .unwrap()
+        .count();
     assert!(fds < 30, "{fds} open fds");
 }

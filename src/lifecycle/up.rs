@@ -164,36 +164,34 @@ impl Run<'_> {
         let host = Host::probe(config.advanced.qemu.as_deref()).map_err(UpError::from)?;
         let accel = self.accel(&host)?;
 
-        let base = self.milestone(
-            Milestone::ImageReady,
-            "Resolving the image",
-            |_| match &config.image {
-                ImageSource::Path(path) => {
-                    Ok((path.clone(), disk::inspect(path).map_err(UpError::from)?))
-                }
-                ImageSource::Url(u) | ImageSource::Shorthand(u) => {
-                    Err(UpError::ImageNotLocal(u.clone()).into())
-                }
-            },
-        )?;
-        let (base_path, base_info) = base;
-
         let overlay = paths.overlay();
         if !overlay.exists() {
+            let base =
+                self.milestone(
+                    Milestone::ImageReady,
+                    "Resolving the image",
+                    |_| match &config.image {
+                        ImageSource::Path(path) => {
+                            Ok((path.clone(), disk::inspect(path).map_err(UpError::from)?))
+                        }
+                        ImageSource::Url(u) | ImageSource::Shorthand(u) => {
+                            Err(UpError::ImageNotLocal(u.clone()).into())
+                        }
+                    },
+                )?;
+            let (base_path, base_info) = base;
             let size = config.resources.disk.bytes().max(base_info.virtual_size);
             self.milestone(
                 Milestone::OverlayCreated,
                 "Creating the disk overlay",
-                |_| {
+                |run| {
                     create_atomically(&overlay, |tmp| {
                         disk::create_overlay(tmp, size, &base_path, base_info.format)
-                    })
+                    })?;
+                    run.guard.push_remove("disk overlay", &overlay);
+                    Ok(())
                 },
             )?;
-            let o = overlay.clone();
-            self.guard.push("disk overlay", move || {
-                std::fs::remove_file(&o).map_err(|e| e.to_string())
-            });
         }
 
         let missing: Vec<_> = config
@@ -208,20 +206,15 @@ impl Run<'_> {
                     source,
                 },
             )?;
-            self.milestone(Milestone::DrivesCreated, "Creating drives", |_| {
+            self.milestone(Milestone::DrivesCreated, "Creating drives", |run| {
                 for drive in &missing {
-                    create_atomically(&paths.drive(&drive.name), |tmp| {
-                        disk::create_drive(tmp, drive.size.bytes())
-                    })?;
+                    let path = paths.drive(&drive.name);
+                    create_atomically(&path, |tmp| disk::create_drive(tmp, drive.size.bytes()))?;
+                    run.guard
+                        .push_remove(format!("drive {}", drive.name), &path);
                 }
                 Ok(())
             })?;
-            for drive in missing {
-                let path = paths.drive(&drive.name);
-                self.guard.push(format!("drive {}", drive.name), move || {
-                    std::fs::remove_file(&path).map_err(|e| e.to_string())
-                });
-            }
         }
 
         let machine = host
@@ -229,18 +222,22 @@ impl Run<'_> {
             .map_err(UpError::from)?;
         let firmware = self.firmware(&machine)?;
 
-        let seed_existed = paths.seed_iso().exists();
-        self.milestone(Milestone::SeedBuilt, "Building the cloud-init seed", |_| {
-            let guest = GuestIdentity::ensure(paths)?;
-            let args = seed::args(config, &guest, agent_binary::BYTES);
-            seed::ensure_iso(paths, &args)?;
-            Ok(())
-        })?;
-        if !seed_existed {
-            let iso = paths.seed_iso();
-            self.guard.push("seed image", move || {
-                std::fs::remove_file(&iso).map_err(|e| e.to_string())
-            });
+        let guest = GuestIdentity::ensure(paths)?;
+        let args = seed::args(config, &guest, agent_binary::BYTES);
+        // Rebuilt only when what goes into it changed (config, keys, agent).
+        if !self.state.is_completed(Milestone::SeedBuilt) || seed::is_stale(paths, &args)? {
+            let existed = paths.seed_iso().exists();
+            self.milestone(
+                Milestone::SeedBuilt,
+                "Building the cloud-init seed",
+                |run| {
+                    seed::ensure_iso(paths, &args)?;
+                    if !existed {
+                        run.guard.push_remove("seed image", &paths.seed_iso());
+                    }
+                    Ok(())
+                },
+            )?;
         }
 
         // Everything the VM binds is checked before anything is started.
@@ -249,10 +246,16 @@ impl Run<'_> {
         }
         let ssh_port = free_port()?;
         paths.ensure_runtime_dir(&self.instance.dirs)?;
+        let runtime_dir = paths.runtime.clone();
+        self.guard.push("runtime directory", move || {
+            match std::fs::remove_dir_all(&runtime_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        });
         let agent = self.agent_channel(&host)?;
 
         let shares = self.start_virtiofsd()?;
-        let guest = GuestIdentity::ensure(paths)?;
         let spec = VmSpec {
             name: paths.id.to_string(),
             accel,
@@ -289,17 +292,16 @@ impl Run<'_> {
             pid_file: paths.qemu_pid(),
             paused: false,
         };
-        let pid = self.milestone(Milestone::Booted, "Starting QEMU", |_| {
-            Ok(
-                qemu::start(&host.qemu, &qemu_args::qemu_args(&spec), &paths.qemu_pid())
-                    .map_err(UpError::from)?,
-            )
+        let pid = self.milestone(Milestone::Booted, "Starting QEMU", |run| {
+            let args = qemu_args::qemu_args(&spec);
+            let pid = qemu::start(&host.qemu, &args, &paths.qemu_pid()).map_err(UpError::from)?;
+            let qmp = paths.qmp_socket();
+            run.guard.push("QEMU", move || {
+                runtime().block_on(qemu::stop(&qmp, pid, Duration::ZERO, true));
+                Ok(())
+            });
+            Ok(pid)
         })?;
-        let qmp = paths.qmp_socket();
-        self.guard.push("QEMU", move || {
-            runtime().block_on(qemu::stop(&qmp, pid, Duration::ZERO, true));
-            Ok(())
-        });
         let info = RuntimeInfo {
             pid,
             started: unix_now(),

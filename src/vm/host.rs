@@ -17,6 +17,8 @@ pub enum HostError {
         "virtiofsd is not installed; install the virtiofsd package or run `cargo install virtiofsd`"
     )]
     NoVirtiofsd,
+    #[error("RUM_VIRTIOFSD names {}, which does not exist", .0.display())]
+    NoVirtiofsdAt(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +93,17 @@ fn parse_machine_help(help: &str, machine: &str) -> Option<String> {
     })
 }
 
-/// Finds virtiofsd where distributions and `cargo install` put it.
+/// Finds virtiofsd: `RUM_VIRTIOFSD` if set, else where distributions and
+/// `cargo install` put it.
 pub fn find_virtiofsd() -> Result<PathBuf, HostError> {
+    if let Some(path) = std::env::var_os("RUM_VIRTIOFSD") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(HostError::NoVirtiofsdAt(path))
+        };
+    }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)

@@ -97,7 +97,12 @@ impl Client {
     }
 
     /// Writes `data` to `path` in the guest.
-    pub async fn push_bytes(&self, data: &[u8], path: &str, options: &PushOptions) -> Result<FileDone> {
+    pub async fn push_bytes(
+        &self,
+        data: &[u8],
+        path: &str,
+        options: &PushOptions,
+    ) -> Result<FileDone> {
         let request = PushRequest {
             path: path.to_string(),
             mode: options.mode.unwrap_or(0o644),
@@ -119,7 +124,12 @@ impl Client {
 
     /// Copies the local file `local` to `path` in the guest (streamed; the
     /// file is read twice: once for its checksum, once to send it).
-    pub async fn push_file(&self, local: &Path, path: &str, options: &PushOptions) -> Result<FileDone> {
+    pub async fn push_file(
+        &self,
+        local: &Path,
+        path: &str,
+        options: &PushOptions,
+    ) -> Result<FileDone> {
         let local_err = |source| Error::Local {
             path: local.to_path_buf(),
             source,
@@ -199,8 +209,14 @@ impl Client {
             path: local.to_path_buf(),
             source,
         };
-        let dir = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = local
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.rum-pull-{}", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(local_err)?;
         let result = self
@@ -227,7 +243,12 @@ impl Client {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<FileInfo> {
         let mut call = self
-            .start(Request::Pull(PullRequest { path: path.to_string() }), &[])
+            .start(
+                Request::Pull(PullRequest {
+                    path: path.to_string(),
+                }),
+                &[],
+            )
             .await?;
         let info = match call.recv().await?.event {
             Event::FileInfo(info) => info,
@@ -257,7 +278,10 @@ impl Client {
                             actual_size: size,
                         });
                     }
-                    return Ok(FileInfo { size, mode: info.mode });
+                    return Ok(FileInfo {
+                        size,
+                        mode: info.mode,
+                    });
                 }
                 other => return Err(unexpected(other)),
             }
@@ -266,7 +290,9 @@ impl Client {
 
     /// Sets the guest's wall clock to `time`.
     pub async fn set_time(&self, time: SystemTime) -> Result<TimeSet> {
-        let request = SetTimeRequest { unix_ns: unix_ns(time) };
+        let request = SetTimeRequest {
+            unix_ns: unix_ns(time),
+        };
         let mut call = self.start(Request::SetTime(request), &[]).await?;
         match call.recv().await?.event {
             Event::TimeSet(set) => Ok(set),
@@ -308,7 +334,7 @@ impl Client {
     pub async fn status(&self) -> Result<Status> {
         let mut call = self.start(Request::Status, &[]).await?;
         match call.recv().await?.event {
-            Event::Status(status) => Ok(status),
+            Event::Status(status) => Ok(*status),
             other => Err(unexpected(other)),
         }
     }

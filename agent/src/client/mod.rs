@@ -24,9 +24,7 @@ pub use calls::{Exec, ExecEvent, ExecOutput, ProvisionEvent, PushOptions};
 
 use crate::error::{Error, Result};
 use crate::protocol::frame::{self, Decoder, FrameReader, Item};
-use crate::protocol::{
-    AgentVersion, Event, FromAgent, Hello, PROTOCOL_VERSION, Request, ToAgent,
-};
+use crate::protocol::{AgentVersion, Event, FromAgent, Hello, PROTOCOL_VERSION, Request, ToAgent};
 use crate::transport::{Endpoint, Transport};
 
 /// Events queued per call before the connection's reader waits for the caller.
@@ -209,7 +207,10 @@ impl Client {
     }
 
     fn closed_error(&self) -> Error {
-        Error::Closed(self.closed().unwrap_or_else(|| "connection ended".to_string()))
+        Error::Closed(
+            self.closed()
+                .unwrap_or_else(|| "connection ended".to_string()),
+        )
     }
 }
 
@@ -268,7 +269,8 @@ impl Drop for Call {
         lock(&self.client.inner.calls).remove(&self.id);
         if !self.done {
             let frame = encode_request(self.id, Request::Cancel, &[]);
-            if let Err(mpsc::error::TrySendError::Full(frame)) = self.client.inner.out.try_send(frame)
+            if let Err(mpsc::error::TrySendError::Full(frame)) =
+                self.client.inner.out.try_send(frame)
                 && let Ok(runtime) = tokio::runtime::Handle::try_current()
             {
                 let out = self.client.inner.out.clone();
@@ -323,7 +325,10 @@ async fn write_loop<T: Transport>(
     }
 }
 
-async fn read_loop<T: Transport>(mut reader: FrameReader<ReadHalf<T>>, inner: std::sync::Weak<Inner>) {
+async fn read_loop<T: Transport>(
+    mut reader: FrameReader<ReadHalf<T>>,
+    inner: std::sync::Weak<Inner>,
+) {
     let reason = loop {
         let frame = match reader.next().await {
             Ok(Some(Item::Frame(frame))) => frame,
@@ -406,4 +411,86 @@ fn new_session_id() -> String {
         bytes = t.to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::HelloReply;
+    use tokio::io::AsyncReadExt;
+
+    /// A stand-in agent on the far end of a duplex pipe: ignores the first
+    /// `ignore` hellos, writes stale bytes, then answers as `version`.
+    async fn fake_agent(mut io: tokio::io::DuplexStream, ignore: usize, version: u32) {
+        let mut reader = FrameReader::new(&mut io, Decoder::scanning());
+        let mut seen = 0;
+        let session = loop {
+            let Ok(Some(Item::Frame(f))) = reader.next().await else {
+                continue;
+            };
+            let msg: ToAgent = serde_json::from_slice(&f.header).unwrap();
+            if let Request::Hello(h) = msg.msg {
+                seen += 1;
+                if seen > ignore {
+                    break h.session;
+                }
+            }
+        };
+        let reply = FromAgent {
+            id: 0,
+            event: Event::Hello(HelloReply {
+                agent: AgentVersion {
+                    version,
+                    build_id: "feedfacefeedface".into(),
+                    boot_id: "b".into(),
+                },
+                session,
+                agent_time_unix_ns: 0,
+            }),
+        };
+        let mut bytes = b"stale output of an old session".to_vec();
+        bytes.extend(frame::SYNC);
+        bytes.extend(frame::encode(&serde_json::to_vec(&reply).unwrap(), &[]));
+        io.write_all(&bytes).await.unwrap();
+        // Keep the pipe open and drained.
+        let mut sink = [0u8; 1024];
+        while io.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    }
+
+    fn quick() -> ConnectOptions {
+        ConnectOptions {
+            retry: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn resends_the_hello_until_answered_and_skips_stale_bytes() {
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(fake_agent(guest, 2, PROTOCOL_VERSION));
+        let client = Client::handshake(host, &quick()).await.unwrap();
+        assert_eq!(client.agent().build_id, "feedfacefeedface");
+    }
+
+    #[tokio::test]
+    async fn a_version_mismatch_is_a_clear_error() {
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(fake_agent(guest, 0, PROTOCOL_VERSION + 1));
+        let err = Client::handshake(host, &quick()).await.err().unwrap();
+        assert!(
+            matches!(err, Error::VersionMismatch { agent, .. } if agent == PROTOCOL_VERSION + 1)
+        );
+        assert!(err.to_string().contains("protocol version"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silence_times_out() {
+        let (host, _guest) = tokio::io::duplex(64 * 1024);
+        let options = ConnectOptions {
+            retry: Duration::from_millis(20),
+            timeout: Duration::from_millis(200),
+        };
+        let err = Client::handshake(host, &options).await.err().unwrap();
+        assert!(matches!(err, Error::HandshakeTimeout(_)), "{err}");
+    }
 }

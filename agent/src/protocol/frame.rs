@@ -170,7 +170,10 @@ impl Decoder {
 
     /// Records that `n` bytes were written to the start of [`Decoder::read_buf`].
     pub fn filled(&mut self, n: usize) {
-        assert!(self.end + n <= self.buf.len(), "filled past the read buffer");
+        assert!(
+            self.end + n <= self.buf.len(),
+            "filled past the read buffer"
+        );
         self.end += n;
     }
 

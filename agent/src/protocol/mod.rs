@@ -112,7 +112,7 @@ pub enum Event {
         state: ScriptState,
     },
     Provisioned(ProvisionResult),
-    Status(Status),
+    Status(Box<Status>),
     Error(ErrorReply),
 }
 
@@ -338,7 +338,9 @@ pub struct ProvisionRequest {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ScriptState {
     Succeeded,
-    Failed { exit: ExitStatus },
+    Failed {
+        exit: ExitStatus,
+    },
     /// A system script on a VM that is already system-provisioned.
     Skipped,
     /// After an earlier failure.
@@ -488,15 +490,17 @@ mod tests {
     fn terminal_events() {
         assert!(Event::Exited(ExitStatus::default()).is_terminal());
         assert!(!Event::Stdout.is_terminal());
-        assert!(!Event::Hello(HelloReply {
-            agent: AgentVersion {
-                version: 1,
-                build_id: String::new(),
-                boot_id: String::new()
-            },
-            session: String::new(),
-            agent_time_unix_ns: 0
-        })
-        .is_terminal());
+        assert!(
+            !Event::Hello(HelloReply {
+                agent: AgentVersion {
+                    version: 1,
+                    build_id: String::new(),
+                    boot_id: String::new()
+                },
+                session: String::new(),
+                agent_time_unix_ns: 0
+            })
+            .is_terminal()
+        );
     }
 }

@@ -192,7 +192,10 @@ impl Conn {
         self.current.fetch_add(1, Ordering::SeqCst);
         let calls: Vec<CallEntry> = self.calls().drain().map(|(_, c)| c).collect();
         if let Some(session) = self.session.take() {
-            log!("session {session} ended: {why} ({} calls cancelled)", calls.len());
+            log!(
+                "session {session} ended: {why} ({} calls cancelled)",
+                calls.len()
+            );
         }
         for call in calls {
             let _ = call.cancel.send(true);
@@ -240,7 +243,10 @@ impl Conn {
             Request::SetTime(req) => {
                 let reply = match system::set_clock(req.unix_ns) {
                     Ok(previous) => {
-                        log!("clock set: moved {} ms", (req.unix_ns - previous) / 1_000_000);
+                        log!(
+                            "clock set: moved {} ms",
+                            (req.unix_ns - previous) / 1_000_000
+                        );
                         Event::TimeSet(TimeSet {
                             previous_unix_ns: previous,
                             applied_unix_ns: req.unix_ns,
@@ -294,7 +300,8 @@ impl Conn {
     }
 
     async fn start(&mut self, id: u64, request: Request) {
-        let takes_input = matches!(&request, Request::Exec(r) if r.stdin) || matches!(request, Request::Push(_));
+        let takes_input =
+            matches!(&request, Request::Exec(r) if r.stdin) || matches!(request, Request::Push(_));
         let generation = self.current.load(Ordering::SeqCst);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (input_tx, input_rx) = if takes_input {
@@ -303,26 +310,27 @@ impl Conn {
         } else {
             (None, None)
         };
-        let duplicate = {
-            let mut calls = self.calls();
-            if calls.contains_key(&id) {
-                true
-            } else {
-                calls.insert(
-                    id,
-                    CallEntry {
-                        generation,
-                        cancel: cancel_tx,
-                        input: input_tx,
-                    },
-                );
+        let duplicate = match self.calls().entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => true,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(CallEntry {
+                    generation,
+                    cancel: cancel_tx,
+                    input: input_tx,
+                });
                 false
             }
         };
         let out = self.outbox(id);
         if duplicate {
-            out.send(error(ErrorKind::BadRequest, format!("call {id} is already running")), &[])
-                .await;
+            out.send(
+                error(
+                    ErrorKind::BadRequest,
+                    format!("call {id} is already running"),
+                ),
+                &[],
+            )
+            .await;
             return;
         }
         let mut ctx = Ctx {

@@ -114,8 +114,18 @@ pub async fn run(ctx: &mut Ctx, req: ExecRequest) -> Event {
     let feeder = tokio::spawn(feed_stdin(stdin, input));
     let out = ctx.out.clone();
     let pumps = vec![
-        pump(child.stdout.take(), Some(out.clone()), Stream::Exec(OutputStream::Stdout), None),
-        pump(child.stderr.take(), Some(out), Stream::Exec(OutputStream::Stderr), None),
+        pump(
+            child.stdout.take(),
+            Some(out.clone()),
+            Stream::Exec(OutputStream::Stdout),
+            None,
+        ),
+        pump(
+            child.stderr.take(),
+            Some(out),
+            Stream::Exec(OutputStream::Stderr),
+            None,
+        ),
     ];
     let timeout = req.timeout_ms.map(Duration::from_millis);
     let status = wait(&mut child, pid, timeout, pumps, ctx.cancelled()).await;

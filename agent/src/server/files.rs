@@ -24,7 +24,10 @@ enum Chunk {
 pub async fn push(ctx: &mut Ctx, req: PushRequest) -> Event {
     let path = PathBuf::from(&req.path);
     if !path.is_absolute() || path.file_name().is_none() {
-        return error(ErrorKind::BadRequest, format!("not an absolute file path: {}", req.path));
+        return error(
+            ErrorKind::BadRequest,
+            format!("not an absolute file path: {}", req.path),
+        );
     }
     let owner = match req.owner.as_deref().map(system::lookup_user).transpose() {
         Ok(u) => u.map(|u| (u.uid, u.gid)),
@@ -162,7 +165,10 @@ pub async fn pull(ctx: &mut Ctx, req: PullRequest) -> Event {
         Err(e) => return io_error(&format!("stat {}", req.path), &e),
     };
     if !meta.is_file() {
-        return error(ErrorKind::BadRequest, format!("{} is not a regular file", req.path));
+        return error(
+            ErrorKind::BadRequest,
+            format!("{} is not a regular file", req.path),
+        );
     }
     let info = FileInfo {
         size: meta.len(),

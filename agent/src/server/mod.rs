@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rum_agent::protocol::{AgentVersion, DEFAULT_STATE_DIR, GUEST_SERIAL_PATH, PROTOCOL_VERSION, VSOCK_PORT};
+use rum_agent::protocol::{
+    AgentVersion, DEFAULT_STATE_DIR, GUEST_SERIAL_PATH, PROTOCOL_VERSION, VSOCK_PORT,
+};
 use rum_agent::transport::vsock::VsockListener;
 
 pub use provision::State;
@@ -122,7 +124,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         boot_id: system::boot_id(&args.boot_id_file),
     };
     if args.version {
-        println!("rum-agent protocol {} build {}", version.version, version.build_id);
+        println!(
+            "rum-agent protocol {} build {}",
+            version.version, version.build_id
+        );
         return Ok(());
     }
     let state = State::open(&args.state_dir)

@@ -203,7 +203,12 @@ pub async fn boot_run(agent: &Agent) {
     let result = run_list(agent, None, &scripts, Trigger::Boot).await;
     match &result.failed {
         None => log!("boot scripts succeeded (log {})", result.log),
-        Some(f) => log!("boot script {} failed: {} (log {})", f.name, f.exit, result.log),
+        Some(f) => log!(
+            "boot script {} failed: {} (log {})",
+            f.name,
+            f.exit,
+            result.log
+        ),
     }
 }
 
@@ -222,7 +227,10 @@ async fn run_list(
         Trigger::Host => "host",
         Trigger::Boot => "boot",
     };
-    let log_path = state.root.join("logs").join(format!("{kind}-{started_ms}.log"));
+    let log_path = state
+        .root
+        .join("logs")
+        .join(format!("{kind}-{started_ms}.log"));
     let mut log_file = LogFile::create(&log_path);
     let out = ctx.map(|c| c.out.clone());
     let sentinel_present = state.sentinel().exists();
@@ -236,7 +244,10 @@ async fn run_list(
         let state_of = if failed.is_some() {
             ScriptState::NotRun
         } else if script.run_on == RunOn::System && sentinel_present {
-            log_file.line(&format!("--- {} ({:?}) skipped: already system-provisioned", script.name, script.run_on));
+            log_file.line(&format!(
+                "--- {} ({:?}) skipped: already system-provisioned",
+                script.name, script.run_on
+            ));
             ScriptState::Skipped
         } else {
             if let Some(out) = &out {
@@ -249,10 +260,17 @@ async fn run_list(
                 )
                 .await;
             }
-            log_file.line(&format!("==> {} ({:?}, order {})", script.name, script.run_on, script.order));
+            log_file.line(&format!(
+                "==> {} ({:?}, order {})",
+                script.name, script.run_on, script.order
+            ));
             let t = Instant::now();
             let exit = run_script(ctx, out.clone(), index, script, &mut log_file).await;
-            log_file.line(&format!("<== {}: {exit} after {:.1} s", script.name, t.elapsed().as_secs_f64()));
+            log_file.line(&format!(
+                "<== {}: {exit} after {:.1} s",
+                script.name,
+                t.elapsed().as_secs_f64()
+            ));
             if exit.success() {
                 ScriptState::Succeeded
             } else {
@@ -266,7 +284,11 @@ async fn run_list(
         if state_of == ScriptState::Succeeded && script.run_on == RunOn::System {
             system_ok += 1;
         }
-        if trigger == Trigger::Host && !sentinel_written && system_ok == total_system && total_system > 0 {
+        if trigger == Trigger::Host
+            && !sentinel_written
+            && system_ok == total_system
+            && total_system > 0
+        {
             sentinel_written = write_sentinel(state, &agent.version.boot_id, &mut log_file);
         }
         if let Some(out) = &out {
@@ -411,7 +433,7 @@ pub fn status(agent: &Agent) -> Event {
     let state = &agent.state;
     let manifest = state.manifest();
     let results = state.results();
-    Event::Status(Status {
+    Event::Status(Box::new(Status {
         agent: agent.version.clone(),
         state_dir: state.root.display().to_string(),
         system_provisioned: state.sentinel().exists(),
@@ -429,7 +451,7 @@ pub fn status(agent: &Agent) -> Event {
         boot_scripts_ran_for: state.boot_scripts_ran_for(),
         last_provision: results.last_provision,
         last_boot_run: results.last_boot_run,
-    })
+    }))
 }
 
 /// A run's log; write errors are reported once and otherwise ignored.
@@ -501,17 +523,27 @@ fn sanitize(name: &str) -> String {
         })
         .take(64)
         .collect();
-    if s.is_empty() { "script".to_string() } else { s }
+    if s.is_empty() {
+        "script".to_string()
+    } else {
+        s
+    }
 }
 
 fn prune_logs(dir: &Path, kind: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let prefix = format!("{kind}-");
     let mut logs: Vec<(i64, PathBuf)> = entries
         .filter_map(|e| {
             let path = e.ok()?.path();
             let name = path.file_name()?.to_str()?;
-            let ms = name.strip_prefix(&prefix)?.strip_suffix(".log")?.parse().ok()?;
+            let ms = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
             Some((ms, path))
         })
         .collect();

@@ -37,9 +37,9 @@ impl Endpoint {
     pub async fn connect(&self, timeout: Duration) -> io::Result<Box<dyn Transport>> {
         let connect = async {
             Ok::<Box<dyn Transport>, io::Error>(match self {
-                Endpoint::Vsock { cid } => Box::new(
-                    vsock::connect(*cid, crate::protocol::VSOCK_PORT).await?,
-                ),
+                Endpoint::Vsock { cid } => {
+                    Box::new(vsock::connect(*cid, crate::protocol::VSOCK_PORT).await?)
+                }
                 Endpoint::Serial(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
             })
         };

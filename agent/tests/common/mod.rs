@@ -56,7 +56,10 @@ impl Agent {
         self.child = Some(child);
         let start = std::time::Instant::now();
         while !self.socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "agent socket never appeared");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "agent socket never appeared"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -103,7 +106,9 @@ impl Drop for Agent {
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
         !matches!(state, Some('Z' | 'X') | None)
     })
 }
@@ -129,7 +134,9 @@ pub fn read(path: &Path) -> String {
 /// The protocol by hand, for tests that need to misbehave.
 pub mod raw {
     use rum_agent::protocol::frame::{self, Decoder, FrameReader, Item};
-    use rum_agent::protocol::{Event, FromAgent, Hello, HelloReply, PROTOCOL_VERSION, Request, ToAgent};
+    use rum_agent::protocol::{
+        Event, FromAgent, Hello, HelloReply, PROTOCOL_VERSION, Request, ToAgent,
+    };
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixStream;
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -175,7 +182,9 @@ pub mod raw {
             loop {
                 match self.reader.next().await.ok()?? {
                     Item::Sync => continue,
-                    Item::Frame(f) => return Some((serde_json::from_slice(&f.header).unwrap(), f.body)),
+                    Item::Frame(f) => {
+                        return Some((serde_json::from_slice(&f.header).unwrap(), f.body));
+                    }
                 }
             }
         }

@@ -1,0 +1,389 @@
+//! `rum up`, `exec`, `cp`, `ssh`, `status`, `down` and `destroy` end to end
+//! on the test guest image under TCG, with the seed rum builds itself.
+//! One boot is shared by many checks: boots cost a minute or more here.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+use support::{E2e, RumRun};
+
+/// `rum ARGS` with extra environment variables, waited for to the end.
+fn rum_env(env: &E2e, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
+    let mut cmd = env.rum_command();
+    cmd.args(args).env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
+    for (key, value) in vars {
+        cmd.env(key, value);
+    }
+    let out: Output = cmd.output().expect("run rum");
+    RumRun {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn rum(env: &E2e, args: &[&str]) -> RumRun {
+    rum_env(env, &[], args)
+}
+
+/// The last JSON event of a `-o json` run.
+fn json(run: &RumRun) -> serde_json::Value {
+    let line = run
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output: {run}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {run}"))
+}
+
+/// The instance's data dir (there is one instance per test).
+fn instance_dir(env: &E2e) -> Option<PathBuf> {
+    std::fs::read_dir(env.xdg.data.join("rum"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+}
+
+fn assert_no_strays(env: &E2e, when: &str) {
+    let strays = env.procs.strays();
+    assert!(
+        strays.is_empty(),
+        "{when}: QEMU/virtiofsd left running: {strays:?}"
+    );
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(b"GET /marker.txt HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn bios_vm_lifecycle() {
+    let Some(env) = support::e2e() else { return };
+    let share = env.dir("share");
+    std::fs::write(share.join("from-host.txt"), "hello from the host\n").unwrap();
+    let extra_key = support::SshKey::generate(&env.root, "extra");
+    let port = support::free_port();
+    env.write_rum_toml(&format!(
+        "[network]\nhostname = \"lifecycle-vm\"\n\n[user]\nname = \"dev\"\ngroups = [\"adm\", \"docker\"]\n\n[ssh]\nauthorized_keys = [\"{}\"]\n\n[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n\n[[ports]]\nhost = {port}\nguest = 8080\n",
+        extra_key.public.trim(),
+        share.display()
+    ));
+
+    let up = rum(&env, &["up", "-d"]);
+    up.assert_success();
+    assert!(up.stderr.contains("✓ Waiting for the guest agent"), "{up}");
+
+    // The seed rum built: user, groups, hostname, agent unit, pinned host key.
+    let who = rum(
+        &env,
+        &[
+            "ssh",
+            "--",
+            "id -un; id -Gn; hostname; systemctl is-active rum-agent",
+        ],
+    );
+    who.assert_success();
+    let lines: Vec<&str> = who.stdout.lines().collect();
+    assert_eq!(lines[0], "dev", "{who}");
+    assert!(
+        lines[1].contains("adm") && lines[1].contains("docker"),
+        "{who}"
+    );
+    assert_eq!(lines[2], "lifecycle-vm", "{who}");
+    assert_eq!(lines[3], "active", "{who}");
+    let config = json(&rum(&env, &["-o", "json", "ssh-config"]));
+    let ssh_port = config["data"]["port"].as_u64().unwrap() as u16;
+    let data = instance_dir(&env).expect("instance dir");
+    // The user's own key logs in too, checked against the pinned host key only.
+    let extra = std::process::Command::new("ssh")
+        .args([
+            "-i",
+            extra_key.private.to_str().unwrap(),
+            "-p",
+            &ssh_port.to_string(),
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            data.join("ssh/known_hosts").display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "HostKeyAlias={}",
+            config["data"]["config"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .find(|l| l.contains("HostKeyAlias"))
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+        ))
+        .args(["dev@127.0.0.1", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        extra.status.success(),
+        "extra key: {}",
+        String::from_utf8_lossy(&extra.stderr)
+    );
+
+    // exec: output, exit status, user.
+    let uname = rum(&env, &["exec", "--", "uname", "-s"]);
+    uname.assert_success();
+    assert_eq!(uname.stdout.trim(), "Linux");
+    rum(&env, &["exec", "--", "sh", "-c", "echo oops >&2; exit 7"]).assert_code(7);
+    let root = rum(&env, &["exec", "--user", "root", "--", "id", "-u"]);
+    assert_eq!(root.stdout.trim(), "0", "{root}");
+
+    // cp: 20 MiB there and back, byte for byte.
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let local = env.root.join("big.bin");
+    std::fs::write(&local, &big).unwrap();
+    rum(&env, &["cp", local.to_str().unwrap(), ":/tmp/big.bin"]).assert_success();
+    let back = env.root.join("back.bin");
+    rum(&env, &["cp", ":/tmp/big.bin", back.to_str().unwrap()]).assert_success();
+    assert!(
+        std::fs::read(&back).unwrap() == big,
+        "cp round trip changed the bytes"
+    );
+    rum(&env, &["cp", "a", "b"]).assert_code(2);
+
+    // virtiofs both ways; files the guest user makes belong to the host user.
+    let seen = rum(&env, &["exec", "--", "cat", "/mnt/share/from-host.txt"]);
+    assert_eq!(seen.stdout, "hello from the host\n", "{seen}");
+    rum(
+        &env,
+        &[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo from the guest > /mnt/share/from-guest.txt",
+        ],
+    )
+    .assert_success();
+    let made = share.join("from-guest.txt");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "from the guest\n");
+    let me = std::fs::metadata(&env.root).unwrap();
+    assert_eq!(
+        (
+            std::fs::metadata(&made).unwrap().uid(),
+            std::fs::metadata(&made).unwrap().gid()
+        ),
+        (me.uid(), me.gid())
+    );
+
+    // A [[ports]] forward reaches a listener in the guest.
+    rum(
+        &env,
+        &["exec", "--", "sh", "-c", "echo forwarded > /tmp/marker.txt"],
+    )
+    .assert_success();
+    rum(
+        &env,
+        &[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "cd /tmp && setsid python3 -m http.server 8080 >/dev/null 2>&1 < /dev/null &",
+        ],
+    )
+    .assert_success();
+    let mut body = None;
+    support::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        body = http_get(port).filter(|b| b.contains("forwarded"));
+        body.is_some()
+    });
+    assert!(
+        body.is_some(),
+        "no answer through the port forward on {port}"
+    );
+
+    // status tells what runs.
+    let status = json(&rum(&env, &["-o", "json", "status"]));
+    assert_eq!(status["data"]["state"], "running");
+    let pid = status["data"]["pid"].as_u64().unwrap();
+    assert_eq!(status["data"]["runtime"]["accel"], "tcg");
+    assert_eq!(status["data"]["runtime"]["agent_transport"], "serial");
+    rum(&env, &["up"]).assert_success();
+    assert!(rum(&env, &["up"]).stdout.contains("already running"));
+
+    // Something written to the root disk before down must survive down/up.
+    rum(
+        &env,
+        &[
+            "exec",
+            "--user",
+            "root",
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /var/tmp/kept && sync",
+        ],
+    )
+    .assert_success();
+    let overlay = data.join("disk.qcow2");
+    let inode = std::fs::metadata(&overlay).unwrap().ino();
+    rum(&env, &["down"]).assert_success();
+    assert_no_strays(&env, "after down");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(
+        json(&rum(&env, &["-o", "json", "status"]))["data"]["state"],
+        "stopped"
+    );
+
+    // A failure in the middle of a resumed bring-up loses nothing.
+    let failed = rum_env(&env, &[("RUM_TEST_FAIL_AFTER", "booted")], &["up"]);
+    assert_eq!(failed.status.code(), Some(1), "{failed}");
+    assert!(failed.stderr.contains("Injected failure"), "{failed}");
+    assert_no_strays(&env, "after the injected failure");
+    assert_eq!(
+        std::fs::metadata(&overlay).unwrap().ino(),
+        inode,
+        "the resumed instance's overlay survives"
+    );
+    assert!(data.join("ssh/id_ed25519").is_file() && data.join("seed.iso").is_file());
+
+    rum(&env, &["up", "-d"]).assert_success();
+    assert_eq!(
+        std::fs::metadata(&overlay).unwrap().ino(),
+        inode,
+        "up reuses the overlay"
+    );
+    let kept = rum(&env, &["exec", "--", "cat", "/var/tmp/kept"]);
+    assert_eq!(kept.stdout, "kept\n", "{kept}");
+    let status = json(&rum(&env, &["-o", "json", "status"]));
+    assert_ne!(status["data"]["pid"].as_u64().unwrap(), pid, "a new QEMU");
+    let milestones = &status["data"]["milestones"];
+    assert_eq!(
+        milestones["overlay_created"]["attempts"], 1,
+        "the overlay was never made again"
+    );
+    assert_eq!(
+        milestones["seed_built"]["attempts"], 1,
+        "an unchanged seed is not rebuilt"
+    );
+
+    rum(&env, &["destroy"]).assert_success();
+    assert_no_strays(&env, "after destroy");
+    assert!(
+        instance_dir(&env).is_none(),
+        "destroy leaves no file of the instance"
+    );
+    assert!(env.tools.image.is_file(), "the base image is never touched");
+}
+
+#[test]
+fn uefi_vm_boots_through_ovmf() {
+    let Some(env) = support::e2e() else { return };
+    env.write_rum_toml("[advanced]\nfirmware = \"uefi\"\n");
+    rum(&env, &["up", "-d"]).assert_success();
+    let efi = rum(&env, &["exec", "--", "test", "-d", "/sys/firmware/efi"]);
+    efi.assert_success();
+    let data = instance_dir(&env).unwrap();
+    assert!(
+        data.join("nvram.fd").is_file(),
+        "the VM has its own UEFI variable store"
+    );
+    assert_eq!(
+        json(&rum(&env, &["-o", "json", "status"]))["data"]["runtime"]["firmware"],
+        "uefi"
+    );
+    rum(&env, &["destroy"]).assert_success();
+    assert_no_strays(&env, "after destroy");
+}
+
+/// Each bring-up step fails on purpose in turn: a fresh instance leaves
+/// nothing behind, and no process survives.
+#[test]
+fn injected_failures_leave_nothing_behind() {
+    let Some(env) = support::e2e() else { return };
+    let share = env.dir("share");
+    env.write_rum_toml(&format!(
+        "[drives.data]\nsize = \"1G\"\n\n[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n",
+        share.display()
+    ));
+    for step in [
+        "image_ready",
+        "overlay_created",
+        "drives_created",
+        "seed_built",
+        "booted",
+    ] {
+        let run = rum_env(&env, &[("RUM_TEST_FAIL_AFTER", step)], &["up"]);
+        assert_eq!(run.status.code(), Some(1), "{step}: {run}");
+        assert!(
+            run.stderr
+                .contains(&format!("Injected failure after `{step}`")),
+            "{step}: {run}"
+        );
+        assert_no_strays(&env, step);
+        assert!(
+            instance_dir(&env).is_none(),
+            "{step}: a fresh instance must leave no files"
+        );
+        let runtime = std::fs::read_dir(env.xdg.runtime.join("rum"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(runtime, 0, "{step}: runtime files left behind");
+    }
+}
+
+#[test]
+fn missing_binaries_are_clear_errors() {
+    let Some(env) = support::e2e() else { return };
+    let share = env.dir("share");
+    env.write_rum_toml(&format!(
+        "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n",
+        share.display()
+    ));
+    let run = rum_env(
+        &env,
+        &[("RUM_VIRTIOFSD", "/nonexistent/virtiofsd")],
+        &["up"],
+    );
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    assert!(
+        run.stderr
+            .contains("RUM_VIRTIOFSD names /nonexistent/virtiofsd"),
+        "{run}"
+    );
+    assert!(instance_dir(&env).is_none());
+
+    env.write_rum_toml("[advanced]\nqemu = \"/bin/false\"\n");
+    let run = rum(&env, &["up"]);
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    assert!(
+        run.stderr
+            .contains("QEMU (/bin/false) is not installed or cannot run"),
+        "{run}"
+    );
+    assert!(instance_dir(&env).is_none());
+    assert_no_strays(&env, "after the failures");
+}
