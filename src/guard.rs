@@ -67,19 +67,19 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    fn recorder() -> (
-        Rc<RefCell<Vec<&'static str>>>,
-        impl Fn(&'static str) -> Box<dyn FnOnce() -> Result<(), String>>,
-    ) {
-        let log = Rc::new(RefCell::new(Vec::new()));
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    /// A shared log and a maker of undo steps that append their name to it.
+    fn recorder() -> (Log, impl Fn(&'static str) -> Undo) {
+        let log: Log = Rc::default();
         let make = {
             let log = log.clone();
-            move |name: &'static str| {
+            move |name: &'static str| -> Undo {
                 let log = log.clone();
                 Box::new(move || {
                     log.borrow_mut().push(name);
                     Ok(())
-                }) as Box<dyn FnOnce() -> Result<(), String>>
+                })
             }
         };
         (log, make)
