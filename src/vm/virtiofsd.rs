@@ -9,6 +9,8 @@ use std::time::Duration;
 /// The uid (and gid) cloud-init gives the first user it creates: the guest
 /// user whose files should belong to the host user.
 pub const GUEST_USER_ID: u32 = 1000;
+/// End (exclusive) of the guest ids treated as ordinary users.
+const GUEST_ID_END: u32 = 65534;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareSpec {
@@ -37,16 +39,19 @@ pub fn virtiofsd_args(spec: &ShareSpec) -> Vec<OsString> {
     );
     flag("cache", "auto".into());
     flag("log-level", "warn".into());
-    // Guest user ↔ host user, both ways: the guest edits the host user's
-    // files and what it creates belongs to the host user.
-    flag(
-        "translate-uid",
-        format!("map:{GUEST_USER_ID}:{}:1", spec.host_uid).into(),
-    );
-    flag(
-        "translate-gid",
-        format!("map:{GUEST_USER_ID}:{}:1", spec.host_gid).into(),
-    );
+    // What any guest user (ids from 1000 on) creates belongs to the host
+    // user; the host user's own files show as the guest user's. A range is
+    // squashed, not one id, because cloud-init may give the user's private
+    // group a later gid when `[user] groups` creates groups first.
+    for (kind, host) in [("uid", spec.host_uid), ("gid", spec.host_gid)] {
+        let squashed = GUEST_ID_END - GUEST_USER_ID;
+        let name = format!("translate-{kind}");
+        flag(
+            &name,
+            format!("squash-guest:{GUEST_USER_ID}:{host}:{squashed}").into(),
+        );
+        flag(&name, format!("host:{host}:{GUEST_USER_ID}:1").into());
+    }
     if spec.readonly {
         args.push("--readonly".into());
     }
@@ -102,8 +107,10 @@ mod tests {
                 "--sandbox=none",
                 "--cache=auto",
                 "--log-level=warn",
-                "--translate-uid=map:1000:1234:1",
-                "--translate-gid=map:1000:100:1",
+                "--translate-uid=squash-guest:1000:1234:64534",
+                "--translate-uid=host:1234:1000:1",
+                "--translate-gid=squash-guest:1000:100:64534",
+                "--translate-gid=host:100:1000:1",
                 "--readonly",
             ]
         );
