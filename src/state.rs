@@ -70,6 +70,26 @@ pub struct HistoryEntry {
 pub struct State {
     pub milestones: BTreeMap<Milestone, MilestoneState>,
     pub history: Vec<HistoryEntry>,
+    /// Snapshots rum took or was asked to take, by tag.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotRecord>,
+    /// Provisioning runs so far; each has a log directory of its own.
+    #[serde(default)]
+    pub provision_attempts: u32,
+}
+
+/// What a snapshot can only be loaded with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Unix time (seconds).
+    pub created: u64,
+    pub qemu_version: String,
+    pub devices: crate::vm::devices::DeviceSet,
+    /// rum's own (`pre-provision`, `post-system`) rather than the user's.
+    pub rum_owned: bool,
+    /// For `post-system`: the hash of the system scripts that had run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_scripts: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

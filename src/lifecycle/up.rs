@@ -16,6 +16,7 @@ use crate::vm::host::{self, Host};
 use crate::vm::qemu_args::{self, Accel, AgentChannel, Drive, Forward, Share, VmSpec};
 use crate::vm::{process, qemu, virtiofsd};
 use crate::{Error, ExitStatus, agent_binary, seed};
+use rum_agent::protocol::ExecRequest;
 use rum_agent::{Client, ConnectOptions};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -130,19 +131,40 @@ pub fn up(
         return Ok(ExitStatus::Success);
     }
     let mut state = State::load(&paths.state_file())?;
+    let rt = runtime();
     let mut run = Run {
         instance,
         reporter,
         state: &mut state,
         guard: &mut guard,
         options,
+        rt: &rt,
     };
-    let result = run.bring_up();
-    match &result {
-        Ok(()) => guard.disarm(),
-        Err(_) => drop(guard),
-    }
-    result.map(|()| ExitStatus::Success)
+    let booted = match run.bring_up() {
+        Ok(booted) => booted,
+        Err(e) => {
+            drop(guard);
+            return Err(e);
+        }
+    };
+    guard.disarm();
+    let version = booted.client.agent().clone();
+    reporter.result(
+        &format!(
+            "`{}` is up (pid {}, {}); `rum ssh` to log in, `rum exec -- CMD` to run a command",
+            paths.id, booted.pid, booted.info.accel
+        ),
+        &serde_json::json!({ "instance": paths.id, "pid": booted.pid, "ssh_port": booted.info.ssh_port, "agent": version.build_id }),
+    );
+    Ok(ExitStatus::Success)
+}
+
+/// A VM whose agent answers and whose cloud-init has finished.
+pub struct Booted {
+    pub client: Client,
+    pub pid: u32,
+    pub info: RuntimeInfo,
+    pub spec: VmSpec,
 }
 
 struct Run<'a> {
@@ -151,10 +173,12 @@ struct Run<'a> {
     state: &'a mut State,
     guard: &'a mut Guard,
     options: &'a UpOptions,
+    /// One runtime for the whole run: the agent client's tasks live on it.
+    rt: &'a tokio::runtime::Runtime,
 }
 
 impl Run<'_> {
-    fn bring_up(&mut self) -> Result<(), Error> {
+    fn bring_up(&mut self) -> Result<Booted, Error> {
         let config = &self.instance.config;
         let paths = &self.instance.paths;
         std::fs::create_dir_all(paths.logs_dir()).map_err(|source| UpError::Write {
@@ -347,14 +371,39 @@ impl Run<'_> {
             "Waiting for the guest agent",
             |run| run.wait_for_agent(&info, pid),
         )?;
-        let version = client.agent().clone();
-        self.reporter.result(
-            &format!(
-                "`{}` is up (pid {pid}, {}); `rum ssh` to log in, `rum exec -- CMD` to run a command",
-                paths.id, info.accel
-            ),
-            &serde_json::json!({ "instance": paths.id, "pid": pid, "ssh_port": ssh_port, "agent": version.build_id }),
-        );
+        self.wait_for_cloud_init(&client)?;
+        Ok(Booted {
+            client,
+            pid,
+            info,
+            spec,
+        })
+    }
+
+    /// Users, SSH and packages are cloud-init's work, done after the agent
+    /// starts (from bootcmd): the VM is ready once cloud-init has finished.
+    fn wait_for_cloud_init(&mut self, client: &Client) -> Result<(), Error> {
+        let step = self.reporter.step("Waiting for cloud-init to finish");
+        let request = ExecRequest::argv(["cloud-init", "status", "--wait"]);
+        match self.rt.block_on(client.exec_output(request)) {
+            Ok(out) => match out.status.code {
+                Some(0) => step.done(),
+                // 2: finished with recoverable errors.
+                Some(2) => {
+                    step.done();
+                    self.reporter.warn("cloud-init finished with recoverable errors; `rum exec -- cloud-init status --long` tells which");
+                }
+                _ => {
+                    step.fail("cloud-init failed");
+                    self.reporter.warn("cloud-init reports an error; `rum exec -- cloud-init status --long` tells which");
+                }
+            },
+            Err(rum_agent::Error::Agent { .. }) => step.skip("no cloud-init in this image"),
+            Err(e) => {
+                step.fail(&e.to_string());
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 
@@ -527,7 +576,6 @@ impl Run<'_> {
         let started = Instant::now();
         let mut delay = BACKOFF_START;
         let mut attempt = 0;
-        let rt = runtime();
         loop {
             if !process::alive(pid) {
                 return Err(UpError::QemuExited(tail(&serial_log, 20)).into());
@@ -536,7 +584,7 @@ impl Run<'_> {
                 retry: Duration::from_millis(500),
                 timeout: Duration::from_secs(5),
             };
-            let last = match rt.block_on(Client::connect(&endpoint, &options)) {
+            let last = match self.rt.block_on(Client::connect(&endpoint, &options)) {
                 Ok(client) => return Ok(client),
                 Err(e) => e.to_string(),
             };
