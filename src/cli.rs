@@ -81,6 +81,28 @@ pub enum Command {
     },
     /// Copy a file into or out of the guest; `:path` names a guest path
     Cp { source: String, destination: String },
+    /// Roll back to the snapshot taken before provisioning and provision again
+    Retry {
+        /// Restore the post-system checkpoint and run only the boot scripts
+        /// (when the system scripts are unchanged)
+        #[arg(long, value_parser = ["boot"])]
+        from: Option<String>,
+        /// Provisioning is done: delete rum's snapshots
+        #[arg(long, conflicts_with = "from")]
+        done: bool,
+    },
+    /// Show provisioning logs: the latest attempt's, the latest failed script's, or a list
+    Log {
+        /// The latest failed script
+        #[arg(long, conflicts_with_all = ["all", "console"])]
+        failed: bool,
+        /// List every script log of every attempt
+        #[arg(long, conflicts_with = "console")]
+        all: bool,
+        /// The guest's serial console
+        #[arg(long)]
+        console: bool,
+    },
     /// Inspect rum.toml
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -48,6 +48,10 @@ pub enum Error {
     Agent(#[from] crate::lifecycle::AgentError),
     #[error(transparent)]
     Destroy(#[from] crate::lifecycle::stop::DestroyError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::lifecycle::snapshots::SnapshotError),
+    #[error(transparent)]
+    Script(#[from] crate::provision::scripts::ScriptError),
     #[error("{} already exists; edit it, or pass `-c OTHER.rum.toml` to create another", .0.display())]
     ConfigExists(PathBuf),
     #[error("Cannot write {}", .path.display())]

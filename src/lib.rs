@@ -12,6 +12,7 @@ pub mod identity;
 pub mod instance;
 pub mod lifecycle;
 pub mod output;
+pub mod provision;
 pub mod seed;
 pub mod state;
 pub mod vm;

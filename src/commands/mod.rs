@@ -6,6 +6,8 @@ mod destroy;
 mod down;
 mod exec;
 mod init;
+mod log;
+mod retry;
 mod seed_dump;
 mod ssh;
 mod status;
@@ -47,6 +49,26 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
             source,
             destination,
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
+        Command::Retry { from, done } => {
+            let options = crate::lifecycle::retry::RetryOptions {
+                from_boot: from.is_some(),
+                done: *done,
+            };
+            retry::run(&config_file(cli, &cwd)?, &options, reporter)
+        }
+        Command::Log {
+            failed,
+            all,
+            console,
+        } => {
+            let which = match (failed, all, console) {
+                (true, _, _) => log::Which::Failed,
+                (_, true, _) => log::Which::All,
+                (_, _, true) => log::Which::Console,
+                _ => log::Which::Latest,
+            };
+            log::run(&config_file(cli, &cwd)?, which, reporter)
+        }
         Command::Seed(SeedCommand::Dump { dir }) => {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)
         }

@@ -2,7 +2,10 @@
 //! running one. Commands in `commands/` are thin layers over these.
 
 mod agent;
+pub mod provisioning;
+pub mod retry;
 mod runtime;
+pub mod snapshots;
 pub mod stop;
 pub mod up;
 

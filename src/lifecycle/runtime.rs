@@ -23,6 +23,10 @@ pub struct RuntimeInfo {
     /// `source → target` for each virtiofs mount, with virtiofsd pids.
     pub mounts: Vec<String>,
     pub virtiofsd_pids: Vec<u32>,
+    /// What a snapshot must have been taken with to load into this QEMU.
+    pub devices: crate::vm::devices::DeviceSet,
+    /// Block nodes snapshots cover (root first: it holds the VM state).
+    pub snapshot_nodes: Vec<String>,
 }
 
 impl RuntimeInfo {

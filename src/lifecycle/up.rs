@@ -4,6 +4,7 @@
 //! recreated.
 
 use super::agent::endpoint;
+use super::provisioning;
 use super::{Instance, RuntimeInfo, runtime};
 use crate::config::{Accel as AccelChoice, AgentTransport, FirmwareChoice, ImageSource};
 use crate::disk;
@@ -12,6 +13,7 @@ use crate::identity::GuestIdentity;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
+use crate::vm::devices::DeviceSet;
 use crate::vm::host::{self, Host};
 use crate::vm::qemu_args::{self, Accel, AgentChannel, Drive, Forward, Share, VmSpec};
 use crate::vm::{process, qemu, virtiofsd};
@@ -64,6 +66,12 @@ pub enum UpError {
         last: String,
         serial_log: PathBuf,
     },
+    #[error("There is no `{0}` snapshot; `rum up` takes `pre-provision` before it provisions")]
+    NoSnapshot(String),
+    #[error(
+        "The VM's devices changed since the `{tag}` snapshot ({changes}), so it cannot be loaded; undo the change, or `rum retry --done` and `rum destroy` to start over"
+    )]
+    DevicesChanged { tag: String, changes: String },
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
     #[error(transparent)]
@@ -83,12 +91,15 @@ pub enum UpError {
 pub struct UpOptions {
     /// Failure injection for tests: fail right after the named milestone.
     pub fail_after: Option<String>,
+    /// Start QEMU paused and load this snapshot before the guest runs.
+    pub restore: Option<String>,
 }
 
 impl UpOptions {
     pub fn from_env() -> Self {
         Self {
             fail_after: std::env::var("RUM_TEST_FAIL_AFTER").ok(),
+            restore: None,
         }
     }
 }
@@ -148,15 +159,72 @@ pub fn up(
         }
     };
     guard.disarm();
+    let status = after_boot(instance, &mut state, &booted, &rt, reporter)?;
     let version = booted.client.agent().clone();
     reporter.result(
         &format!(
             "`{}` is up (pid {}, {}); `rum ssh` to log in, `rum exec -- CMD` to run a command",
             paths.id, booted.pid, booted.info.accel
         ),
-        &serde_json::json!({ "instance": paths.id, "pid": booted.pid, "ssh_port": booted.info.ssh_port, "agent": version.build_id }),
+        &serde_json::json!({
+            "instance": paths.id,
+            "pid": booted.pid,
+            "ssh_port": booted.info.ssh_port,
+            "agent": version.build_id,
+            "provisioned": status == ExitStatus::Success,
+        }),
     );
-    Ok(ExitStatus::Success)
+    Ok(status)
+}
+
+/// The pre-provision snapshot (once per VM), then provisioning unless it
+/// already completed on an earlier `up`.
+fn after_boot(
+    instance: &Instance,
+    state: &mut State,
+    booted: &Booted,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<ExitStatus, Error> {
+    provisioning::ensure_pre_provision(instance, state, &booted.info, rt, reporter)?;
+    let done = state.is_completed(Milestone::SystemProvisioned)
+        && state.is_completed(Milestone::BootProvisioned);
+    if done {
+        reporter.line("Ready");
+        return Ok(ExitStatus::Success);
+    }
+    provisioning::provision(
+        instance,
+        state,
+        &booted.info,
+        &booted.client,
+        provisioning::From::Start,
+        rt,
+        reporter,
+    )
+}
+
+/// Boots the stopped VM of an existing instance into `options.restore`
+/// (paused QEMU, snapshot loaded, then running), with the rollback guard.
+pub fn up_restoring(
+    instance: &Instance,
+    options: &UpOptions,
+    state: &mut State,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<Booted, Error> {
+    let mut guard = Guard::new();
+    let mut run = Run {
+        instance,
+        reporter,
+        state,
+        guard: &mut guard,
+        options,
+        rt,
+    };
+    let booted = run.bring_up()?;
+    guard.disarm();
+    Ok(booted)
 }
 
 /// A VM whose agent answers and whose cloud-init has finished.
@@ -314,8 +382,23 @@ impl Run<'_> {
             qmp: paths.qmp_socket(),
             serial_log: paths.serial_log(),
             pid_file: paths.qemu_pid(),
-            paused: false,
+            paused: self.options.restore.is_some(),
         };
+        if let Some(tag) = &self.options.restore {
+            let record = self
+                .state
+                .snapshots
+                .get(tag)
+                .ok_or_else(|| UpError::NoSnapshot(tag.clone()))?;
+            let changes = record.devices.differences(&DeviceSet::of(&spec));
+            if !changes.is_empty() {
+                return Err(UpError::DevicesChanged {
+                    tag: tag.clone(),
+                    changes: changes.join("; "),
+                }
+                .into());
+            }
+        }
         let pid = self.milestone(Milestone::Booted, "Starting QEMU", |run| {
             let args = qemu_args::qemu_args(&spec);
             let pid = qemu::start(&host.qemu, &args, &paths.qemu_pid()).map_err(UpError::from)?;
@@ -359,6 +442,8 @@ impl Run<'_> {
                 .map(|m| format!("{} → {}", m.source.display(), m.target))
                 .collect(),
             virtiofsd_pids: shares.iter().map(|(_, pid)| *pid).collect(),
+            devices: DeviceSet::of(&spec),
+            snapshot_nodes: spec.snapshot_nodes(),
         };
         info.save(&paths.runtime_info())
             .map_err(|source| UpError::Write {
@@ -366,6 +451,24 @@ impl Run<'_> {
                 source,
             })?;
 
+        if let Some(tag) = self.options.restore.clone() {
+            let step = self
+                .reporter
+                .step(format!("Restoring the `{tag}` snapshot"));
+            let nodes = spec.snapshot_nodes();
+            let loaded = self.rt.block_on(super::snapshots::load_and_continue(
+                &paths.qmp_socket(),
+                &tag,
+                &nodes,
+            ));
+            match loaded {
+                Ok(()) => step.done(),
+                Err(e) => {
+                    step.fail(&first_line(&e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
         let client = self.milestone(
             Milestone::AgentReady,
             "Waiting for the guest agent",

@@ -71,6 +71,58 @@ impl Reporter {
         }
     }
 
+    /// A step whose own output follows it (provisioning): no spinner, the
+    /// start is a line of its own and `phase_finished` gives the outcome.
+    pub fn phase_started(&self, title: &str) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": "step", "title": title, "status": "started"})),
+            _ => eprintln!("  {} {title}", self.paint("36", "▸")),
+        }
+    }
+
+    /// `ok`: `Some(true)` done, `Some(false)` failed, `None` skipped.
+    pub fn phase_finished(&self, title: &str, ok: Option<bool>, detail: &str) {
+        let (mark, color, status) = match ok {
+            Some(true) => ("✓", "32", "done"),
+            Some(false) => ("✗", "31", "failed"),
+            None => ("—", "2", "skipped"),
+        };
+        match self.mode {
+            Mode::Json => self
+                .json(json!({"event": "step", "title": title, "status": status, "detail": detail})),
+            _ if detail.is_empty() => eprintln!("  {} {title}", self.paint(color, mark)),
+            _ => eprintln!("  {} {title} ({detail})", self.paint(color, mark)),
+        }
+    }
+
+    /// Output of a guest script, passed through as it comes.
+    pub fn script_output(&self, script: &str, stream: &str, data: &[u8]) {
+        match self.mode {
+            Mode::Json => self.json(json!({
+                "event": "output",
+                "script": script,
+                "stream": stream,
+                "data": String::from_utf8_lossy(data),
+            })),
+            _ if stream == "stderr" => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(data).and_then(|()| err.flush());
+            }
+            _ => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(data).and_then(|()| out.flush());
+            }
+        }
+    }
+
+    /// A closing line such as "— Ready" (a dash, no ✓).
+    pub fn line(&self, text: &str) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": "note", "message": text})),
+            _ => eprintln!("  {} {text}", self.paint("2", "—")),
+        }
+    }
+
     /// The command's result: `human` text on stdout, or `data` as JSON.
     pub fn result<T: Serialize>(&self, human: &str, data: &T) {
         match self.mode {

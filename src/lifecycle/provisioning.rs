@@ -1,0 +1,203 @@
+//! The provisioning loop shared by `rum up` and `rum retry`: the
+//! pre-provision snapshot, the system phase, the post-system checkpoint,
+//! the boot phase, and what the user sees when a script fails.
+
+use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
+use super::{Instance, RuntimeInfo};
+use crate::output::Reporter;
+use crate::provision::run::{self, Attempt};
+use crate::provision::scripts::{scripts, system_hash};
+use crate::state::{Milestone, State};
+use crate::{Error, ExitStatus};
+use rum_agent::Client;
+use rum_agent::protocol::{RunOn, Script};
+
+/// Which scripts a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// System then boot scripts (after a restore of `pre-provision`).
+    Start,
+    /// Boot scripts only (after a restore of `post-system`).
+    Boot,
+}
+
+/// Takes `pre-provision` if there is none yet: once per VM, before any script.
+pub fn ensure_pre_provision(
+    instance: &Instance,
+    state: &mut State,
+    info: &RuntimeInfo,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<(), Error> {
+    if state.snapshots.contains_key(PRE_PROVISION) {
+        return Ok(());
+    }
+    let step = reporter.step("Taking the pre-provision snapshot");
+    state.start(Milestone::SnapshotTaken);
+    let saved = rt.block_on(snapshots::save(
+        instance,
+        state,
+        PRE_PROVISION,
+        &info.devices,
+        &info.snapshot_nodes,
+        &info.qemu_version,
+        None,
+    ));
+    match saved {
+        Ok(()) => {
+            state.complete(Milestone::SnapshotTaken);
+            state.save(&instance.paths.state_file())?;
+            step.done();
+            Ok(())
+        }
+        Err(e) => {
+            state.fail(Milestone::SnapshotTaken, &e.to_string());
+            state.save(&instance.paths.state_file())?;
+            step.fail(&e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Runs the scripts from `from` on, with live output; keeps a `post-system`
+/// checkpoint after a system phase that succeeded. Returns Success, or
+/// Failure after telling the user how to go on (the VM keeps running).
+pub fn provision(
+    instance: &Instance,
+    state: &mut State,
+    info: &RuntimeInfo,
+    client: &Client,
+    from: From,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<ExitStatus, Error> {
+    let all = scripts(&instance.config)?;
+    let (system, boot): (Vec<Script>, Vec<Script>) =
+        all.iter().cloned().partition(|s| s.run_on == RunOn::System);
+    state.provision_attempts += 1;
+    let number = state.provision_attempts;
+    state.save(&instance.paths.state_file())?;
+    let logs = instance.paths.logs_dir();
+    // A phase with no scripts is trivially done.
+    if system.is_empty() {
+        state.complete(Milestone::SystemProvisioned);
+    }
+    if boot.is_empty() {
+        state.complete(Milestone::BootProvisioned);
+    }
+    let mut attempt = Attempt {
+        number,
+        started: 0,
+        ok: true,
+        scripts: Vec::new(),
+    };
+
+    if from == From::Start && !system.is_empty() {
+        state.start(Milestone::SystemProvisioned);
+        let (result, logged) = rt.block_on(run::run(client, system, number, &logs, reporter))?;
+        attempt.started = logged.started;
+        attempt.scripts.extend(logged.scripts);
+        if !result.ok {
+            let failed = result
+                .failed
+                .as_ref()
+                .map(|f| format!("{} exited with {}", f.name, f.exit))
+                .unwrap_or_default();
+            state.fail(Milestone::SystemProvisioned, &failed);
+            if !boot.is_empty() {
+                reporter.phase_finished("Running boot provisioning", None, "skipped");
+            }
+            return finish_failed(instance, state, attempt, reporter);
+        }
+        state.complete(Milestone::SystemProvisioned);
+        state.save(&instance.paths.state_file())?;
+        keep_post_system(instance, state, info, &all, rt, reporter);
+    }
+    if !boot.is_empty() {
+        state.start(Milestone::BootProvisioned);
+        let (result, logged) = rt.block_on(run::run(client, boot, number, &logs, reporter))?;
+        attempt.scripts.extend(logged.scripts);
+        if !result.ok {
+            let failed = result
+                .failed
+                .as_ref()
+                .map(|f| format!("{} exited with {}", f.name, f.exit))
+                .unwrap_or_default();
+            state.fail(Milestone::BootProvisioned, &failed);
+            return finish_failed(instance, state, attempt, reporter);
+        }
+        state.complete(Milestone::BootProvisioned);
+    }
+    write_attempt(instance, &attempt)?;
+    state.save(&instance.paths.state_file())?;
+    reporter.line("Ready");
+    Ok(ExitStatus::Success)
+}
+
+/// A checkpoint after the system phase, keyed by the system scripts' hash,
+/// so `rum retry --from boot` can skip a system phase that has not changed.
+fn keep_post_system(
+    instance: &Instance,
+    state: &mut State,
+    info: &RuntimeInfo,
+    all: &[Script],
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) {
+    let hash = system_hash(all);
+    let current = state
+        .snapshots
+        .get(POST_SYSTEM)
+        .and_then(|r| r.system_scripts.as_deref());
+    if current == Some(hash.as_str()) {
+        return;
+    }
+    let step = reporter.step("Keeping a post-system checkpoint");
+    let saved = rt.block_on(snapshots::save(
+        instance,
+        state,
+        POST_SYSTEM,
+        &info.devices,
+        &info.snapshot_nodes,
+        &info.qemu_version,
+        Some(hash),
+    ));
+    match saved {
+        Ok(()) => step.done(),
+        // Only `--from boot` needs it; a full retry still works.
+        Err(e) => step.fail(&e.to_string()),
+    }
+}
+
+fn finish_failed(
+    instance: &Instance,
+    state: &mut State,
+    attempt: Attempt,
+    reporter: &Reporter,
+) -> Result<ExitStatus, Error> {
+    let attempt = Attempt {
+        ok: false,
+        ..attempt
+    };
+    write_attempt(instance, &attempt)?;
+    state.save(&instance.paths.state_file())?;
+    reporter.line("Provisioning failed — VM kept running for debugging");
+    reporter.note("  Use `rum ssh` to debug, `rum log --failed` for logs.");
+    reporter.note("  Edit your script, then run `rum retry` to rollback and re-provision.");
+    Ok(ExitStatus::Failure)
+}
+
+fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), Error> {
+    let path = run::attempt_dir(&instance.paths.logs_dir(), attempt.number).join("result.json");
+    std::fs::create_dir_all(path.parent().expect("attempt dir")).map_err(|source| {
+        Error::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(attempt).expect("serializes"),
+    )
+    .map_err(|source| Error::Write { path, source })
+}

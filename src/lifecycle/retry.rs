@@ -1,0 +1,214 @@
+//! `rum retry`: restore the snapshot taken before provisioning (live on a
+//! running VM, into a fresh paused QEMU on a stopped one), set the guest
+//! clock, re-read rum.toml and the scripts, and provision again.
+
+use super::provisioning::{self, From};
+use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
+use super::up::{UpError, UpOptions, up_restoring};
+use super::{Instance, RuntimeInfo, connect_agent, runtime};
+use crate::instance::{InstanceLock, LockWait};
+use crate::output::Reporter;
+use crate::provision::scripts::{scripts, system_hash};
+use crate::state::{Milestone, State};
+use crate::vm::host::Host;
+use crate::{Error, ExitStatus};
+use std::time::{Duration, SystemTime};
+
+pub struct RetryOptions {
+    pub from_boot: bool,
+    pub done: bool,
+}
+
+pub fn retry(
+    instance: &Instance,
+    options: &RetryOptions,
+    reporter: &Reporter,
+) -> Result<ExitStatus, Error> {
+    let paths = &instance.paths;
+    if !paths.exists() {
+        return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
+    }
+    let _lock = InstanceLock::acquire(
+        &paths.lock_file(),
+        paths.id.as_str(),
+        "rum retry",
+        LockWait::No,
+    )?;
+    let mut state = State::load(&paths.state_file())?;
+    if options.done {
+        return drop_snapshots(instance, &mut state, reporter);
+    }
+    let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
+        return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
+    };
+    let (tag, from) = if options.from_boot {
+        choose_from_boot(instance, &state, reporter)?
+    } else {
+        (PRE_PROVISION, From::Start)
+    };
+    reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
+
+    let rt = runtime();
+    match (
+        instance.qemu_pid(),
+        RuntimeInfo::load(&paths.runtime_info()),
+    ) {
+        (Some(_), Some(info)) => {
+            let changes = pre.devices.differences(&info.devices);
+            if !changes.is_empty() {
+                return Err(UpError::DevicesChanged {
+                    tag: tag.into(),
+                    changes: changes.join("; "),
+                }
+                .into());
+            }
+            let qemu = Host::probe(instance.config.advanced.qemu.as_deref())
+                .map(|h| h.qemu_version)
+                .unwrap_or_default();
+            if !qemu.is_empty() && qemu != pre.qemu_version {
+                reporter.warn(&format!(
+                    "The snapshot was taken with QEMU {}; this is QEMU {qemu}",
+                    pre.qemu_version
+                ));
+            }
+            let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
+            match rt.block_on(snapshots::load_and_continue(
+                &paths.qmp_socket(),
+                tag,
+                &info.snapshot_nodes,
+            )) {
+                Ok(()) => step.done(),
+                Err(e) => {
+                    step.fail(&e.to_string());
+                    return Err(e);
+                }
+            }
+            let step = reporter.step("Reconnecting to the guest agent");
+            let client = match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
+                Ok(client) => client,
+                Err(e) => {
+                    step.fail(&e.to_string());
+                    return Err(e.into());
+                }
+            };
+            step.done();
+            set_clock(&client, &rt, reporter);
+            reset_provisioning(&mut state, from);
+            provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)
+        }
+        _ => {
+            // Stopped: a fresh QEMU with the same devices, paused, loads the snapshot.
+            let options = UpOptions {
+                restore: Some(tag.to_owned()),
+                ..UpOptions::from_env()
+            };
+            let booted = up_restoring(instance, &options, &mut state, &rt, reporter)?;
+            set_clock(&booted.client, &rt, reporter);
+            reset_provisioning(&mut state, from);
+            provisioning::provision(
+                instance,
+                &mut state,
+                &booted.info,
+                &booted.client,
+                from,
+                &rt,
+                reporter,
+            )
+        }
+    }
+}
+
+/// `--from boot` needs a `post-system` checkpoint taken after the same
+/// system scripts as now; otherwise it says why and does a full retry.
+fn choose_from_boot(
+    instance: &Instance,
+    state: &State,
+    reporter: &Reporter,
+) -> Result<(&'static str, From), Error> {
+    let now = system_hash(&scripts(&instance.config)?);
+    match state.snapshots.get(POST_SYSTEM) {
+        Some(record) if record.system_scripts.as_deref() == Some(now.as_str()) => {
+            Ok((POST_SYSTEM, From::Boot))
+        }
+        Some(_) => {
+            reporter.warn(
+                "The system scripts changed since the post-system checkpoint; doing a full retry",
+            );
+            Ok((PRE_PROVISION, From::Start))
+        }
+        None => {
+            reporter.warn("There is no post-system checkpoint yet (no system phase has succeeded); doing a full retry");
+            Ok((PRE_PROVISION, From::Start))
+        }
+    }
+}
+
+/// After a restore the guest clock shows the snapshot's time.
+fn set_clock(client: &rum_agent::Client, rt: &tokio::runtime::Runtime, reporter: &Reporter) {
+    if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
+        reporter.warn(&format!("Could not set the guest clock: {e}"));
+    }
+}
+
+fn reset_provisioning(state: &mut State, from: From) {
+    if from == From::Start {
+        state.reset(Milestone::SystemProvisioned);
+    }
+    state.reset(Milestone::BootProvisioned);
+}
+
+/// `--done`: the provisioning loop is over; rum's snapshots go.
+fn drop_snapshots(
+    instance: &Instance,
+    state: &mut State,
+    reporter: &Reporter,
+) -> Result<ExitStatus, Error> {
+    let tags: Vec<String> = state
+        .snapshots
+        .iter()
+        .filter(|(_, r)| r.rum_owned)
+        .map(|(t, _)| t.clone())
+        .collect();
+    if tags.is_empty() {
+        reporter.result(
+            "rum has no snapshots of this VM",
+            &serde_json::json!({ "deleted": Vec::<String>::new() }),
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let nodes = RuntimeInfo::load(&instance.paths.runtime_info())
+        .map(|i| i.snapshot_nodes)
+        .unwrap_or_else(|| {
+            std::iter::once("root".to_owned())
+                .chain(
+                    instance
+                        .config
+                        .drives
+                        .iter()
+                        .map(|d| format!("drive-{}", d.name)),
+                )
+                .collect()
+        });
+    let host = Host::probe(instance.config.advanced.qemu.as_deref()).map_err(UpError::from)?;
+    let step = reporter.step(format!("Deleting {}", tags.join(", ")));
+    match snapshots::delete(instance, &tags, &nodes, &host.qemu) {
+        Ok(()) => step.done(),
+        Err(e) => {
+            step.fail(&e.to_string());
+            return Err(e);
+        }
+    }
+    for tag in &tags {
+        state.snapshots.remove(tag);
+    }
+    state.reset(Milestone::SnapshotTaken);
+    state.save(&instance.paths.state_file())?;
+    reporter.result(
+        &format!(
+            "Deleted {}; `rum retry` now needs a new `rum up` on a fresh VM",
+            tags.join(", ")
+        ),
+        &serde_json::json!({ "deleted": tags }),
+    );
+    Ok(ExitStatus::Success)
+}
