@@ -103,12 +103,27 @@ pub enum Command {
         #[arg(long)]
         console: bool,
     },
+    /// Named live snapshots of the VM (RAM and disks)
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Inspect rum.toml
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Inspect the cloud-init seed rum gives the VM
     #[command(subcommand)]
     Seed(SeedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a live snapshot (default name: snap-<unix time>)
+    Create { name: Option<String> },
+    /// List the snapshots in the VM's disk
+    List,
+    /// Go back to a snapshot (live, or into a fresh QEMU if the VM is stopped)
+    Restore { name: String },
+    /// Delete a snapshot (also of a stopped VM)
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,8 @@ pub enum Error {
     Snapshot(#[from] crate::lifecycle::snapshots::SnapshotError),
     #[error(transparent)]
     Script(#[from] crate::provision::scripts::ScriptError),
+    #[error(transparent)]
+    SnapshotCommand(crate::commands::SnapshotCommandError),
     #[error("{} already exists; edit it, or pass `-c OTHER.rum.toml` to create another", .0.display())]
     ConfigExists(PathBuf),
     #[error("Cannot write {}", .path.display())]
@@ -94,7 +96,13 @@ impl Error {
             }
             Error::Up(
                 crate::lifecycle::up::UpError::ImageNotLocal(_)
-                | crate::lifecycle::up::UpError::BadAccelEnv(_),
+                | crate::lifecycle::up::UpError::BadAccelEnv(_)
+                | crate::lifecycle::up::UpError::DevicesChanged { .. },
+            ) => ExitStatus::Usage,
+            Error::SnapshotCommand(
+                crate::commands::SnapshotCommandError::Unknown { .. }
+                | crate::commands::SnapshotCommandError::BadName(_)
+                | crate::commands::SnapshotCommandError::Exists(_),
             ) => ExitStatus::Usage,
             _ => ExitStatus::Failure,
         }

@@ -106,3 +106,27 @@ fn drives_are_empty_qcow2_and_never_overwritten() {
     assert!(err.to_string().contains("never overwrites"), "{err}");
     assert_eq!(inspect(&drive).unwrap().virtual_size, 10 << 30);
 }
+
+#[test]
+fn snapshot_tables_are_read() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("snap.qcow2");
+    create_drive(&disk, 64 << 20).unwrap();
+    for name in ["first", "a-longer-second-name"] {
+        run(Command::new("qemu-img")
+            .args(["snapshot", "-c", name])
+            .arg(&disk));
+    }
+    let found = rum::disk::snapshots(&disk).unwrap();
+    let names: Vec<&str> = found.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["first", "a-longer-second-name"]);
+    assert!(
+        found
+            .iter()
+            .all(|s| s.vm_state_size == 0 && s.date > 1_600_000_000)
+    );
+    assert!(rum::disk::snapshots(&dir.path().join("snap.qcow2")).is_ok());
+}

@@ -9,13 +9,15 @@ mod init;
 mod log;
 mod retry;
 mod seed_dump;
+mod snapshot;
 mod ssh;
 mod status;
 mod up;
 
-use crate::cli::{Cli, Command, ConfigCommand, SeedCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SeedCommand, SnapshotCommand};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
+pub use snapshot::SnapshotCommandError;
 use std::path::PathBuf;
 
 pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
@@ -68,6 +70,15 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
                 _ => log::Which::Latest,
             };
             log::run(&config_file(cli, &cwd)?, which, reporter)
+        }
+        Command::Snapshot(action) => {
+            let action = match action {
+                SnapshotCommand::Create { name } => snapshot::Action::Create(name.as_deref()),
+                SnapshotCommand::List => snapshot::Action::List,
+                SnapshotCommand::Restore { name } => snapshot::Action::Restore(name),
+                SnapshotCommand::Delete { name } => snapshot::Action::Delete(name),
+            };
+            snapshot::run(&config_file(cli, &cwd)?, action, reporter)
         }
         Command::Seed(SeedCommand::Dump { dir }) => {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)

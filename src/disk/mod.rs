@@ -4,7 +4,7 @@
 mod image;
 mod qcow2;
 
-pub use image::{ImageFormat, ImageInfo, inspect};
+pub use image::{ImageFormat, ImageInfo, SnapshotInfo, inspect, snapshots};
 pub use qcow2::{create_drive, create_overlay};
 
 use std::path::PathBuf;

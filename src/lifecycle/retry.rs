@@ -38,9 +38,9 @@ pub fn retry(
     if options.done {
         return drop_snapshots(instance, &mut state, reporter);
     }
-    let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
+    if !state.snapshots.contains_key(PRE_PROVISION) {
         return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
-    };
+    }
     let (tag, from) = if options.from_boot {
         choose_from_boot(instance, &state, reporter)?
     } else {
@@ -49,12 +49,32 @@ pub fn retry(
     reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
 
     let rt = runtime();
-    match (
+    let (client, info) = restore(instance, &mut state, tag, &rt, reporter)?;
+    reset_provisioning(&mut state, from);
+    provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)
+}
+
+/// Restores `tag`: live on a running VM, else into a fresh QEMU with the
+/// same devices, started paused. Then the guest clock is set to now.
+pub fn restore(
+    instance: &Instance,
+    state: &mut State,
+    tag: &str,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<(rum_agent::Client, RuntimeInfo), Error> {
+    let paths = &instance.paths;
+    let record = state
+        .snapshots
+        .get(tag)
+        .cloned()
+        .ok_or_else(|| UpError::NoSnapshot(tag.into()))?;
+    let (client, info) = match (
         instance.qemu_pid(),
         RuntimeInfo::load(&paths.runtime_info()),
     ) {
         (Some(_), Some(info)) => {
-            let changes = pre.devices.differences(&info.devices);
+            let changes = record.devices.differences(&info.devices);
             if !changes.is_empty() {
                 return Err(UpError::DevicesChanged {
                     tag: tag.into(),
@@ -62,60 +82,45 @@ pub fn retry(
                 }
                 .into());
             }
-            let qemu = Host::probe(instance.config.advanced.qemu.as_deref())
-                .map(|h| h.qemu_version)
-                .unwrap_or_default();
-            if !qemu.is_empty() && qemu != pre.qemu_version {
+            if info.qemu_version != record.qemu_version {
                 reporter.warn(&format!(
-                    "The snapshot was taken with QEMU {}; this is QEMU {qemu}",
-                    pre.qemu_version
+                    "The snapshot was taken with QEMU {}; this is QEMU {}",
+                    record.qemu_version, info.qemu_version
                 ));
             }
             let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
-            match rt.block_on(snapshots::load_and_continue(
+            if let Err(e) = rt.block_on(snapshots::load_and_continue(
                 &paths.qmp_socket(),
                 tag,
                 &info.snapshot_nodes,
             )) {
-                Ok(()) => step.done(),
-                Err(e) => {
-                    step.fail(&e.to_string());
-                    return Err(e);
-                }
+                step.fail(&e.to_string());
+                return Err(e);
             }
+            step.done();
             let step = reporter.step("Reconnecting to the guest agent");
-            let client = match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
-                Ok(client) => client,
+            match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
+                Ok(client) => {
+                    step.done();
+                    (client, info)
+                }
                 Err(e) => {
                     step.fail(&e.to_string());
                     return Err(e.into());
                 }
-            };
-            step.done();
-            set_clock(&client, &rt, reporter);
-            reset_provisioning(&mut state, from);
-            provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)
+            }
         }
         _ => {
-            // Stopped: a fresh QEMU with the same devices, paused, loads the snapshot.
             let options = UpOptions {
                 restore: Some(tag.to_owned()),
                 ..UpOptions::from_env()
             };
-            let booted = up_restoring(instance, &options, &mut state, &rt, reporter)?;
-            set_clock(&booted.client, &rt, reporter);
-            reset_provisioning(&mut state, from);
-            provisioning::provision(
-                instance,
-                &mut state,
-                &booted.info,
-                &booted.client,
-                from,
-                &rt,
-                reporter,
-            )
+            let booted = up_restoring(instance, &options, state, rt, reporter)?;
+            (booted.client, booted.info)
         }
-    }
+    };
+    set_clock(&client, rt, reporter);
+    Ok((client, info))
 }
 
 /// `--from boot` needs a `post-system` checkpoint taken after the same
