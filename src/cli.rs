@@ -36,9 +36,10 @@ pub enum Command {
         #[arg(long)]
         defaults: bool,
     },
-    /// Create (or start) the VM and wait until its guest agent answers
+    /// Create (or start) the VM, snapshot it, provision it; on a terminal, stay
+    /// in the foreground (r: retry, Ctrl+C: stop the VM)
     Up {
-        /// Return once the VM is up (what `rum up` does without a terminal)
+        /// Return once provisioning ends (what `rum up` does without a terminal)
         #[arg(short = 'd', long)]
         detach: bool,
     },

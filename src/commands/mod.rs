@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
         Command::Config(ConfigCommand::Check) => {
             config_check::run(&config_file(cli, &cwd)?, reporter)
         }
-        Command::Up { detach: _ } => up::run(&config_file(cli, &cwd)?, reporter),
+        Command::Up { detach } => up::run(&config_file(cli, &cwd)?, *detach, reporter),
         Command::Down { force } => down::run(&config_file(cli, &cwd)?, *force, reporter),
         Command::Destroy { force } => destroy::run(&config_file(cli, &cwd)?, *force, reporter),
         Command::Status => status::run(&config_file(cli, &cwd)?, reporter),

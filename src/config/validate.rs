@@ -467,6 +467,7 @@ fn mount_source(c: &mut Checker, path: KeyPath, text: &str, dir: &Path) -> Optio
 }
 
 fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
+    use crate::provision::fs_script::{VIRTIO_SERIAL_LEN, virtio_serial};
     let mut out = Vec::new();
     for (name, drive) in raw {
         let path = KeyPath::root().key("drives").key(&name);
@@ -479,6 +480,17 @@ fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
             continue;
         };
         let size = size(c, path.key("size"), &text, MIB, "1M");
+        // The guest tells drives apart by their virtio serial: the name's first 20 characters.
+        let serial = virtio_serial(&name);
+        if let Some(other) = out.iter().find(|d: &&Drive| virtio_serial(&d.name) == serial) {
+            c.problem(
+                path,
+                format!(
+                    "shares its first {VIRTIO_SERIAL_LEN} characters (`{serial}`) with drive `{}`; the guest tells drives apart by a serial of at most {VIRTIO_SERIAL_LEN} characters, so make the names differ within them",
+                    other.name
+                ),
+            );
+        }
         out.push(Drive { name, size });
     }
     out
