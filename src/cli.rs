@@ -91,6 +91,11 @@ pub enum Command {
         /// Provisioning is done: delete rum's snapshots
         #[arg(long, conflicts_with = "from")]
         done: bool,
+        /// Start over from the base image with a rebuilt seed, for changes
+        /// cloud-init must see ([user], [ssh], [[mounts]], hostname). A reboot,
+        /// not an instant restore
+        #[arg(long, conflicts_with_all = ["from", "done"])]
+        reset: bool,
     },
     /// Show provisioning logs: the latest attempt's, the latest failed script's, or a list
     Log {

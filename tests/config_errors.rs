@@ -179,6 +179,12 @@ const CASES: &[(&str, &str, &str, Option<usize>)] = &[
         Some(3),
     ),
     (
+        "drive names alike in their first 20 chars",
+        "[drives.scratch-volume-0001-a]\nsize = \"1G\"\n[drives.scratch-volume-0001-b]\nsize = \"1G\"\n",
+        "drives.scratch-volume-0001-b",
+        Some(5),
+    ),
+    (
         "unknown fs type",
         "[[fs.ntfs]]\ndrive = \"x\"\n",
         "fs.ntfs",

@@ -130,3 +130,18 @@ fn snapshot_tables_are_read() {
     );
     assert!(rum::disk::snapshots(&dir.path().join("snap.qcow2")).is_ok());
 }
+
+/// The test guest image is a hybrid GPT image (BIOS boot partition and ESP).
+#[test]
+fn the_test_image_boots_with_bios() {
+    let Some(image) = std::env::var_os("RUM_TEST_IMAGE") else {
+        eprintln!("skipped: RUM_TEST_IMAGE is unset");
+        return;
+    };
+    let image = std::path::PathBuf::from(image);
+    let info = inspect(&image).unwrap();
+    assert_eq!(
+        rum::disk::boot_needs(&image, info.format).unwrap(),
+        rum::disk::BootNeeds::Bios
+    );
+}

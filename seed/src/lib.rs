@@ -3,7 +3,7 @@
 
 pub mod cloud_config;
 pub mod iso;
-mod shell;
+pub mod shell;
 
 pub use cloud_config::{HostKey, MountArgs, RenderError, SeedArgs};
 

@@ -51,10 +51,11 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
             source,
             destination,
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
-        Command::Retry { from, done } => {
+        Command::Retry { from, done, reset } => {
             let options = crate::lifecycle::retry::RetryOptions {
                 from_boot: from.is_some(),
                 done: *done,
+                reset: *reset,
             };
             retry::run(&config_file(cli, &cwd)?, &options, reporter)
         }

@@ -59,6 +59,7 @@ fn foreground(
                     &RetryOptions {
                         from_boot: false,
                         done: false,
+                        reset: false,
                     },
                     reporter,
                 ) {

@@ -482,7 +482,10 @@ fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
         let size = size(c, path.key("size"), &text, MIB, "1M");
         // The guest tells drives apart by their virtio serial: the name's first 20 characters.
         let serial = virtio_serial(&name);
-        if let Some(other) = out.iter().find(|d: &&Drive| virtio_serial(&d.name) == serial) {
+        if let Some(other) = out
+            .iter()
+            .find(|d: &&Drive| virtio_serial(&d.name) == serial)
+        {
             c.problem(
                 path,
                 format!(

@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime};
 pub struct RetryOptions {
     pub from_boot: bool,
     pub done: bool,
+    /// Start over from the base image with a rebuilt seed: a reboot.
+    pub reset: bool,
 }
 
 pub fn retry(
@@ -27,6 +29,10 @@ pub fn retry(
     let paths = &instance.paths;
     if !paths.exists() {
         return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
+    }
+    if options.reset {
+        reset(instance, reporter)?;
+        return super::up::up(instance, &UpOptions::from_env(), reporter);
     }
     let _lock = InstanceLock::acquire(
         &paths.lock_file(),
@@ -216,4 +222,43 @@ fn drop_snapshots(
         &serde_json::json!({ "deleted": tags }),
     );
     Ok(ExitStatus::Success)
+}
+
+/// `--reset`: the root disk starts over from the base image and cloud-init
+/// runs again with a rebuilt seed and a new instance-id. Keys, drives and
+/// the provisioning history stay.
+fn reset(instance: &Instance, reporter: &Reporter) -> Result<(), Error> {
+    let paths = &instance.paths;
+    let _lock = InstanceLock::acquire(
+        &paths.lock_file(),
+        paths.id.as_str(),
+        "rum retry --reset",
+        LockWait::No,
+    )?;
+    let step = reporter.step("Resetting the VM to its base image (a reboot, not a restore)");
+    super::stop::stop(instance, true);
+    for file in [
+        paths.overlay(),
+        paths.seed_iso(),
+        paths.seed_identity(),
+        paths.cloud_init_instance_id(),
+    ] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                step.fail(&e.to_string());
+                return Err(Error::Write {
+                    path: file,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut state = State::load(&paths.state_file())?;
+    state.milestones.clear();
+    // They lived in the overlay that is gone.
+    state.snapshots.clear();
+    state.save(&paths.state_file())?;
+    step.done();
+    Ok(())
 }

@@ -570,9 +570,22 @@ impl Run<'_> {
 
     fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, Error> {
         let interface = match self.instance.config.advanced.firmware {
-            // Distribution cloud images boot either way; SeaBIOS starts faster.
-            FirmwareChoice::Auto | FirmwareChoice::Bios => rum_firmware::Interface::Bios,
+            FirmwareChoice::Bios => rum_firmware::Interface::Bios,
             FirmwareChoice::Uefi => rum_firmware::Interface::Uefi,
+            // UEFI only for an image that cannot boot otherwise: hybrid
+            // cloud images boot either way, and SeaBIOS starts faster.
+            FirmwareChoice::Auto => match &self.instance.config.image {
+                ImageSource::Path(base) => {
+                    let info = disk::inspect(base).map_err(UpError::from)?;
+                    match disk::boot_needs(base, info.format).map_err(UpError::from)? {
+                        disk::BootNeeds::Uefi => rum_firmware::Interface::Uefi,
+                        disk::BootNeeds::Bios | disk::BootNeeds::Unknown => {
+                            rum_firmware::Interface::Bios
+                        }
+                    }
+                }
+                ImageSource::Url(_) | ImageSource::Shorthand(_) => rum_firmware::Interface::Bios,
+            },
         };
         let config_home = std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)

@@ -9,6 +9,7 @@
 //! from rum.toml reaches the script as one single-quoted word.
 
 use crate::config::{Drive, Filesystem, FsKind};
+use rum_seed::shell::{fstab_field, quote};
 
 /// A virtio-blk serial holds at most 20 bytes (`VIRTIO_BLK_ID_BYTES`); QEMU
 /// drops the rest, so drive names must differ within their first 20.
@@ -267,37 +268,6 @@ fn zfs(fs: &Filesystem) -> String {
         devices.join(" ")
     );
     s
-}
-
-/// One POSIX shell word: bare when every character is safe, else single-quoted.
-/// (The same rule as the seed crate's private `shell::quote`.)
-fn quote(text: &str) -> String {
-    let safe = !text.is_empty()
-        && text.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '/' | '.' | '_' | '-' | ',' | '=' | ':' | '@' | '+')
-        });
-    if safe {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
-/// A path as an fstab field: space, tab, newline and backslash in octal.
-/// (The same rule as the seed crate's private `shell::fstab_field`.)
-fn fstab_field(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            ' ' => out.push_str(r"\040"),
-            '\t' => out.push_str(r"\011"),
-            '\n' => out.push_str(r"\012"),
-            '\\' => out.push_str(r"\134"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `[provision.system]` (100) and `[provision.boot]` (200). Script files are
 //! read again every time, so `rum retry` runs what is on disk now.
 
+use super::fs_script::fs_script;
 use crate::config::{Config, Script as ConfigScript};
 use rum_agent::protocol::{RunOn, Script};
 use sha2::{Digest, Sha256};
@@ -19,6 +20,14 @@ pub enum ScriptError {
 
 pub fn scripts(config: &Config) -> Result<Vec<Script>, ScriptError> {
     let mut out = Vec::new();
+    if let Some(content) = fs_script(&config.drives, &config.filesystems) {
+        out.push(Script {
+            name: "filesystems".into(),
+            content,
+            order: 0,
+            run_on: RunOn::System,
+        });
+    }
     for (name, order, run_on, script) in [
         ("system", 100, RunOn::System, &config.provision.system),
         ("boot", 200, RunOn::Boot, &config.provision.boot),

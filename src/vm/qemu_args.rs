@@ -170,7 +170,7 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             "-device",
             &format!(
                 "virtio-blk-pci,drive={node},serial={}",
-                truncate(&drive.name, 20)
+                crate::provision::fs_script::virtio_serial(&drive.name)
             ),
         ]);
     }
@@ -240,13 +240,6 @@ fn disk(a: &mut Args, node: &str, path: &Path) {
         "-blockdev",
         &format!("driver=qcow2,node-name={node},file={node}-file"),
     ]);
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
 }
 
 /// QEMU option values double their commas.
