@@ -392,3 +392,27 @@ fn missing_binaries_are_clear_errors() {
     assert!(instance_dir(&env).is_none());
     assert_no_strays(&env, "after the failures");
 }
+
+#[test]
+fn a_taken_host_port_fails_before_qemu_starts() {
+    let Some(env) = support::e2e() else { return };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    env.write_rum_toml(&format!("[[ports]]\nhost = {port}\nguest = 80\n"));
+    let run = rum(&env, &["up"]);
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("Host port {port} on 127.0.0.1 is already in use")),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains(&format!("[[ports]] host = {port}")),
+        "{run}"
+    );
+    assert_no_strays(&env, "after the port clash");
+    assert!(
+        instance_dir(&env).is_none(),
+        "nothing is left of the new instance"
+    );
+}
