@@ -57,7 +57,14 @@ pub fn retry(
     let rt = runtime();
     let (client, info) = restore(instance, &mut state, tag, &rt, reporter)?;
     reset_provisioning(&mut state, from);
-    provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)
+    let status =
+        provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)?;
+    let ok = status == ExitStatus::Success;
+    reporter.result(
+        if ok { "Provisioned after the rollback" } else { "Provisioning failed after the rollback" },
+        &serde_json::json!({ "instance": paths.id, "restored": tag, "provisioned": ok, "attempt": state.provision_attempts }),
+    );
+    Ok(status)
 }
 
 /// Restores `tag`: live on a running VM, else into a fresh QEMU with the
