@@ -16,6 +16,8 @@ pub const POST_SYSTEM: &str = "post-system";
 /// Saving writes all guest RAM; under TCG on a busy host that takes a while.
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
 const CONNECT: Duration = Duration::from_secs(10);
+/// Free space under which a failed save is taken to have filled the disk.
+const FULL_BELOW: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -28,6 +30,14 @@ pub enum SnapshotError {
         dir: std::path::PathBuf,
         free_mib: u64,
         need_mib: u64,
+    },
+    #[error(
+        "The disk holding {} filled up while saving ({free_mib} MiB left; QEMU: {qemu}). The snapshot was not kept; the older ones are intact. Free some space (`rum snapshot delete NAME`) and try again", .dir.display()
+    )]
+    FilledUp {
+        dir: std::path::PathBuf,
+        free_mib: u64,
+        qemu: String,
     },
     #[error("Cannot start QEMU to change the snapshots of the stopped VM: {0}")]
     Offline(String),
@@ -53,12 +63,13 @@ pub async fn save(
     system_scripts: Option<String>,
 ) -> Result<(), Error> {
     let need = devices.memory_mb << 20;
-    if let Some(free) = free_bytes(&instance.paths.data)
-        && free < need
-    {
+    // Tests lift the check to fill a disk in the middle of a save.
+    let checked = std::env::var_os("RUM_TEST_SKIP_SPACE_CHECK").is_none();
+    let free_before = free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
+    if checked && free_before < need {
         return Err(SnapshotError::NoSpace {
             dir: instance.paths.data.clone(),
-            free_mib: free >> 20,
+            free_mib: free_before >> 20,
             need_mib: need >> 20,
         }
         .into());
@@ -70,9 +81,19 @@ pub async fn save(
         // snapshot-save refuses an existing name.
         let _ = qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT).await;
     }
-    qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT)
-        .await
-        .map_err(SnapshotError::from)?;
+    if let Err(e) = qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT).await {
+        // QEMU reports a full disk as an I/O error; say what it was.
+        let free = free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
+        if free < FULL_BELOW || free_before < need {
+            return Err(SnapshotError::FilledUp {
+                dir: instance.paths.data.clone(),
+                free_mib: free >> 20,
+                qemu: e.to_string(),
+            }
+            .into());
+        }
+        return Err(SnapshotError::from(e).into());
+    }
     state.snapshots.insert(
         tag.to_owned(),
         SnapshotRecord {
@@ -136,8 +157,11 @@ pub fn delete(
             Ok(())
         });
     }
-    let dir = tempfile_dir(&instance.paths.data)?;
-    let socket = dir.join("qmp.sock");
+    // The runtime dir, not the data dir: short socket paths, and the data
+    // disk may be the one that is full.
+    instance.paths.ensure_runtime_dir(&instance.dirs)?;
+    let socket = instance.paths.runtime.join("offline-qmp.sock");
+    let _ = std::fs::remove_file(&socket);
     let mut cmd = Command::new(qemu_binary);
     cmd.args([
         "-nodefaults",
@@ -181,7 +205,7 @@ pub fn delete(
     });
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&socket);
     result
 }
 
@@ -196,13 +220,4 @@ fn disk_nodes(instance: &Instance, nodes: &[String]) -> Vec<(String, std::path::
             (node.clone(), path)
         })
         .collect()
-}
-
-fn tempfile_dir(parent: &Path) -> Result<std::path::PathBuf, Error> {
-    let dir = parent.join(format!("offline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    Ok(dir)
 }

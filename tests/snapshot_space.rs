@@ -1,0 +1,145 @@
+//! Snapshots against a small disk: a save that cannot fit is refused with
+//! the figures, and a disk that fills up in the middle of a save leaves the
+//! older snapshots intact and the image consistent. Needs root (loop mount).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{E2e, RumRun};
+
+/// A small ext4 filesystem on a loop device, unmounted on drop.
+struct SmallDisk {
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(root: &Path, mib: u64) -> Self {
+        let file = root.join("small.img");
+        let mount = root.join("small");
+        std::fs::create_dir_all(&mount).unwrap();
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        assert!(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&file)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "loop mount failed (root needed)");
+        Self { mount }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
+    let mut cmd = env.rum_command();
+    cmd.args(args)
+        .env("XDG_DATA_HOME", data)
+        .env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("run rum");
+    RumRun {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn snapshots_on_a_disk_that_fills_up() {
+    let Some(env) = support::e2e() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("RUM_E2E").as_deref() != Ok("1"),
+            "this test loop-mounts a filesystem: run it as root"
+        );
+        eprintln!("skipped: needs root for a loop mount");
+        return;
+    }
+    let disk = SmallDisk::new(&env.root, 1000);
+    let data = disk.mount.join("data");
+    env.write_rum_toml("");
+    let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
+
+    // Less free space than the guest's RAM: the pre-provision save is refused.
+    let up = rum(&env, &data, &[], &["up", "-d"]);
+    assert_eq!(up.status.code(), Some(1), "{up}");
+    assert!(
+        up.stderr.contains("MiB are free in") && up.stderr.contains("needs about 1024 MiB"),
+        "{up}"
+    );
+
+    // Save until the disk is full in the middle of one.
+    let mut saved = Vec::new();
+    let mut failure = None;
+    for i in 0..6 {
+        let name = format!("s{i}");
+        let run = rum(&env, &data, &skip, &["snapshot", "create", &name]);
+        if run.status.success() {
+            saved.push(name);
+        } else {
+            failure = Some(run);
+            break;
+        }
+    }
+    let failure = failure.expect("the small disk never filled up");
+    assert!(!saved.is_empty(), "not even one snapshot fit: {failure}");
+    assert!(failure.stderr.contains("filled up while saving"), "{failure}");
+    assert!(failure.stderr.contains("older ones are intact"), "{failure}");
+
+    let list = rum(&env, &data, &[], &["snapshot", "list"]);
+    for name in &saved {
+        assert!(list.stdout.contains(name.as_str()), "{name} lost: {list}");
+    }
+    rum(&env, &data, &[], &["down", "--force"]).assert_success();
+    let overlay = std::fs::read_dir(data.join("rum"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("disk.qcow2");
+    let check = Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "qemu-img check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // The older snapshots still load.
+    rum(
+        &env,
+        &data,
+        &skip,
+        &["snapshot", "delete", saved.last().unwrap()],
+    )
+    .assert_success();
+    rum(&env, &data, &skip, &["snapshot", "restore", &saved[0]]).assert_success();
+    rum(&env, &data, &[], &["exec", "--", "true"]).assert_success();
+    rum(&env, &data, &[], &["destroy", "-f"]).assert_success();
+    assert!(env.procs.strays().is_empty());
+}
