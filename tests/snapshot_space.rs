@@ -104,8 +104,14 @@ fn snapshots_on_a_disk_that_fills_up() {
     }
     let failure = failure.expect("the small disk never filled up");
     assert!(!saved.is_empty(), "not even one snapshot fit: {failure}");
-    assert!(failure.stderr.contains("filled up while saving"), "{failure}");
-    assert!(failure.stderr.contains("older ones are intact"), "{failure}");
+    assert!(
+        failure.stderr.contains("filled up while saving"),
+        "{failure}"
+    );
+    assert!(
+        failure.stderr.contains("older ones are intact"),
+        "{failure}"
+    );
 
     let list = rum(&env, &data, &[], &["snapshot", "list"]);
     for name in &saved {
