@@ -128,26 +128,12 @@ fn read(path: &Path) -> Result<String, IdentityError> {
     })
 }
 
-/// Writes a 0600 file through a temporary name and a rename.
+/// Writes a 0600 file atomically.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| IdentityError::Io {
+    crate::fsutil::write_private(path, bytes).map_err(|source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 fn random_hex(bytes: usize) -> Result<String, IdentityError> {

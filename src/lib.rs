@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod fsutil;
 pub mod guard;
 pub mod identity;
 pub mod instance;

@@ -135,25 +135,11 @@ impl State {
 
     /// Writes atomically (temporary file, then rename), mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |source| StateError::Write {
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        crate::fsutil::write_private(path, &bytes).map_err(|source| StateError::Write {
             path: path.to_path_buf(),
             source,
-        };
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        })
     }
 
     pub fn is_completed(&self, milestone: Milestone) -> bool {

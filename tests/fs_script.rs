@@ -6,34 +6,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 use support::{E2e, RumRun};
-
-/// `rum ARGS` with extra environment variables, waited for to the end.
-fn rum_env(env: &E2e, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
-    let mut cmd = env.rum_command();
-    cmd.args(args).env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
-    for (key, value) in vars {
-        cmd.env(key, value);
-    }
-    let out: Output = cmd.output().expect("run rum");
-    RumRun {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn rum(env: &E2e, args: &[&str]) -> RumRun {
-    rum_env(env, &[], args)
-}
 
 /// `rum exec --user root -- ARGS`.
 fn root(env: &E2e, args: &[&str]) -> RumRun {
     let mut all = vec!["exec", "--user", "root", "--"];
     all.extend_from_slice(args);
-    rum(env, &all)
+    env.rum(&all)
 }
 
 /// A TOML basic string.
@@ -52,11 +31,8 @@ fn push_script(env: &E2e, file: &Path, guest_path: &str) -> String {
         .root
         .join(guest_path.trim_start_matches('/').replace('/', "-"));
     std::fs::write(&local, &script).unwrap();
-    rum(
-        env,
-        &["cp", local.to_str().unwrap(), &format!(":{guest_path}")],
-    )
-    .assert_success();
+    env.rum(&["cp", local.to_str().unwrap(), &format!(":{guest_path}")])
+        .assert_success();
     script
 }
 
@@ -113,7 +89,7 @@ fn drives_are_formatted_once_and_mounted_on_hostile_targets() {
     )
     .unwrap();
 
-    rum(&env, &["up", "-d"]).assert_success();
+    env.rum(&["up", "-d"]).assert_success();
     push_script(&env, &main, "/tmp/fs.sh");
 
     let first = root(&env, &["sh", "/tmp/fs.sh"]);
@@ -203,7 +179,7 @@ fn drives_are_formatted_once_and_mounted_on_hostile_targets() {
         "{no_zfs}"
     );
 
-    rum(&env, &["destroy", "-f"]).assert_success();
+    env.rum(&["destroy", "-f"]).assert_success();
     let strays = env.procs.strays();
     assert!(strays.is_empty(), "QEMU/virtiofsd left running: {strays:?}");
 }

@@ -7,29 +7,8 @@ mod support;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 use support::{E2e, RumRun};
-
-/// `rum ARGS` with extra environment variables, waited for to the end.
-fn rum_env(env: &E2e, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
-    let mut cmd = env.rum_command();
-    cmd.args(args).env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
-    for (key, value) in vars {
-        cmd.env(key, value);
-    }
-    let out: Output = cmd.output().expect("run rum");
-    RumRun {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn rum(env: &E2e, args: &[&str]) -> RumRun {
-    rum_env(env, &[], args)
-}
 
 /// The last JSON event of a `-o json` run.
 fn json(run: &RumRun) -> serde_json::Value {
@@ -82,19 +61,16 @@ fn bios_vm_lifecycle() {
         share.display()
     ));
 
-    let up = rum(&env, &["up", "-d"]);
+    let up = env.rum(&["up", "-d"]);
     up.assert_success();
     assert!(up.stderr.contains("✓ Waiting for the guest agent"), "{up}");
 
     // The seed rum built: user, groups, hostname, agent unit, pinned host key.
-    let who = rum(
-        &env,
-        &[
-            "ssh",
-            "--",
-            "id -un; id -Gn; hostname; systemctl is-active rum-agent",
-        ],
-    );
+    let who = env.rum(&[
+        "ssh",
+        "--",
+        "id -un; id -Gn; hostname; systemctl is-active rum-agent",
+    ]);
     who.assert_success();
     let lines: Vec<&str> = who.stdout.lines().collect();
     assert_eq!(lines[0], "dev", "{who}");
@@ -104,7 +80,7 @@ fn bios_vm_lifecycle() {
     );
     assert_eq!(lines[2], "lifecycle-vm", "{who}");
     assert_eq!(lines[3], "active", "{who}");
-    let config = json(&rum(&env, &["-o", "json", "ssh-config"]));
+    let config = json(&env.rum(&["-o", "json", "ssh-config"]));
     let ssh_port = config["data"]["port"].as_u64().unwrap() as u16;
     let data = instance_dir(&env).expect("instance dir");
     // The user's own key logs in too, checked against the pinned host key only.
@@ -151,11 +127,12 @@ fn bios_vm_lifecycle() {
     );
 
     // exec: output, exit status, user.
-    let uname = rum(&env, &["exec", "--", "uname", "-s"]);
+    let uname = env.rum(&["exec", "--", "uname", "-s"]);
     uname.assert_success();
     assert_eq!(uname.stdout.trim(), "Linux");
-    rum(&env, &["exec", "--", "sh", "-c", "echo oops >&2; exit 7"]).assert_code(7);
-    let root = rum(&env, &["exec", "--user", "root", "--", "id", "-u"]);
+    env.rum(&["exec", "--", "sh", "-c", "echo oops >&2; exit 7"])
+        .assert_code(7);
+    let root = env.rum(&["exec", "--user", "root", "--", "id", "-u"]);
     assert_eq!(root.stdout.trim(), "0", "{root}");
 
     // cp: 20 MiB there and back, byte for byte.
@@ -164,28 +141,27 @@ fn bios_vm_lifecycle() {
         .collect();
     let local = env.root.join("big.bin");
     std::fs::write(&local, &big).unwrap();
-    rum(&env, &["cp", local.to_str().unwrap(), ":/tmp/big.bin"]).assert_success();
+    env.rum(&["cp", local.to_str().unwrap(), ":/tmp/big.bin"])
+        .assert_success();
     let back = env.root.join("back.bin");
-    rum(&env, &["cp", ":/tmp/big.bin", back.to_str().unwrap()]).assert_success();
+    env.rum(&["cp", ":/tmp/big.bin", back.to_str().unwrap()])
+        .assert_success();
     assert!(
         std::fs::read(&back).unwrap() == big,
         "cp round trip changed the bytes"
     );
-    rum(&env, &["cp", "a", "b"]).assert_code(2);
+    env.rum(&["cp", "a", "b"]).assert_code(2);
 
     // virtiofs both ways; files the guest user makes belong to the host user.
-    let seen = rum(&env, &["exec", "--", "cat", "/mnt/share/from-host.txt"]);
+    let seen = env.rum(&["exec", "--", "cat", "/mnt/share/from-host.txt"]);
     assert_eq!(seen.stdout, "hello from the host\n", "{seen}");
-    rum(
-        &env,
-        &[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "echo from the guest > /mnt/share/from-guest.txt",
-        ],
-    )
+    env.rum(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo from the guest > /mnt/share/from-guest.txt",
+    ])
     .assert_success();
     let made = share.join("from-guest.txt");
     assert_eq!(std::fs::read_to_string(&made).unwrap(), "from the guest\n");
@@ -199,21 +175,15 @@ fn bios_vm_lifecycle() {
     );
 
     // A [[ports]] forward reaches a listener in the guest.
-    rum(
-        &env,
-        &["exec", "--", "sh", "-c", "echo forwarded > /tmp/marker.txt"],
-    )
-    .assert_success();
-    rum(
-        &env,
-        &[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "cd /tmp && setsid python3 -m http.server 8080 >/dev/null 2>&1 < /dev/null &",
-        ],
-    )
+    env.rum(&["exec", "--", "sh", "-c", "echo forwarded > /tmp/marker.txt"])
+        .assert_success();
+    env.rum(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "cd /tmp && setsid python3 -m http.server 8080 >/dev/null 2>&1 < /dev/null &",
+    ])
     .assert_success();
     let mut body = None;
     support::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
@@ -226,31 +196,28 @@ fn bios_vm_lifecycle() {
     );
 
     // status tells what runs.
-    let status = json(&rum(&env, &["-o", "json", "status"]));
+    let status = json(&env.rum(&["-o", "json", "status"]));
     assert_eq!(status["data"]["state"], "running");
     let pid = status["data"]["pid"].as_u64().unwrap();
     assert_eq!(status["data"]["runtime"]["accel"], "tcg");
     assert_eq!(status["data"]["runtime"]["agent_transport"], "serial");
-    rum(&env, &["up"]).assert_success();
-    assert!(rum(&env, &["up"]).stdout.contains("already running"));
+    env.rum(&["up"]).assert_success();
+    assert!(env.rum(&["up"]).stdout.contains("already running"));
 
     // Something written to the root disk before down must survive down/up.
-    rum(
-        &env,
-        &[
-            "exec",
-            "--user",
-            "root",
-            "--",
-            "sh",
-            "-c",
-            "echo kept > /var/tmp/kept && sync",
-        ],
-    )
+    env.rum(&[
+        "exec",
+        "--user",
+        "root",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /var/tmp/kept && sync",
+    ])
     .assert_success();
     let overlay = data.join("disk.qcow2");
     let inode = std::fs::metadata(&overlay).unwrap().ino();
-    rum(&env, &["down"]).assert_success();
+    env.rum(&["down"]).assert_success();
     assert_no_strays(&env, "after down");
     // Gone, or a zombie waiting for init (which reaps late on some hosts).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -259,12 +226,12 @@ fn bios_vm_lifecycle() {
         .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
     assert!(!alive, "QEMU {pid} still runs after down");
     assert_eq!(
-        json(&rum(&env, &["-o", "json", "status"]))["data"]["state"],
+        json(&env.rum(&["-o", "json", "status"]))["data"]["state"],
         "stopped"
     );
 
     // A failure in the middle of a resumed bring-up loses nothing.
-    let failed = rum_env(&env, &[("RUM_TEST_FAIL_AFTER", "booted")], &["up"]);
+    let failed = env.rum_env(&[("RUM_TEST_FAIL_AFTER", "booted")], &["up"]);
     assert_eq!(failed.status.code(), Some(1), "{failed}");
     assert!(failed.stderr.contains("Injected failure"), "{failed}");
     assert_no_strays(&env, "after the injected failure");
@@ -275,15 +242,15 @@ fn bios_vm_lifecycle() {
     );
     assert!(data.join("ssh/id_ed25519").is_file() && data.join("seed.iso").is_file());
 
-    rum(&env, &["up", "-d"]).assert_success();
+    env.rum(&["up", "-d"]).assert_success();
     assert_eq!(
         std::fs::metadata(&overlay).unwrap().ino(),
         inode,
         "up reuses the overlay"
     );
-    let kept = rum(&env, &["exec", "--", "cat", "/var/tmp/kept"]);
+    let kept = env.rum(&["exec", "--", "cat", "/var/tmp/kept"]);
     assert_eq!(kept.stdout, "kept\n", "{kept}");
-    let status = json(&rum(&env, &["-o", "json", "status"]));
+    let status = json(&env.rum(&["-o", "json", "status"]));
     assert_ne!(status["data"]["pid"].as_u64().unwrap(), pid, "a new QEMU");
     let milestones = &status["data"]["milestones"];
     assert_eq!(
@@ -295,7 +262,7 @@ fn bios_vm_lifecycle() {
         "an unchanged seed is not rebuilt"
     );
 
-    rum(&env, &["destroy", "-f"]).assert_success();
+    env.rum(&["destroy", "-f"]).assert_success();
     assert_no_strays(&env, "after destroy");
     assert!(
         instance_dir(&env).is_none(),
@@ -308,8 +275,8 @@ fn bios_vm_lifecycle() {
 fn uefi_vm_boots_through_ovmf() {
     let Some(env) = support::e2e() else { return };
     env.write_rum_toml("[advanced]\nfirmware = \"uefi\"\n");
-    rum(&env, &["up", "-d"]).assert_success();
-    let efi = rum(&env, &["exec", "--", "test", "-d", "/sys/firmware/efi"]);
+    env.rum(&["up", "-d"]).assert_success();
+    let efi = env.rum(&["exec", "--", "test", "-d", "/sys/firmware/efi"]);
     efi.assert_success();
     let data = instance_dir(&env).unwrap();
     assert!(
@@ -317,10 +284,10 @@ fn uefi_vm_boots_through_ovmf() {
         "the VM has its own UEFI variable store"
     );
     assert_eq!(
-        json(&rum(&env, &["-o", "json", "status"]))["data"]["runtime"]["firmware"],
+        json(&env.rum(&["-o", "json", "status"]))["data"]["runtime"]["firmware"],
         "uefi"
     );
-    rum(&env, &["destroy", "-f"]).assert_success();
+    env.rum(&["destroy", "-f"]).assert_success();
     assert_no_strays(&env, "after destroy");
 }
 
@@ -341,7 +308,7 @@ fn injected_failures_leave_nothing_behind() {
         "seed_built",
         "booted",
     ] {
-        let run = rum_env(&env, &[("RUM_TEST_FAIL_AFTER", step)], &["up"]);
+        let run = env.rum_env(&[("RUM_TEST_FAIL_AFTER", step)], &["up"]);
         assert_eq!(run.status.code(), Some(1), "{step}: {run}");
         assert!(
             run.stderr
@@ -368,11 +335,7 @@ fn missing_binaries_are_clear_errors() {
         "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n",
         share.display()
     ));
-    let run = rum_env(
-        &env,
-        &[("RUM_VIRTIOFSD", "/nonexistent/virtiofsd")],
-        &["up"],
-    );
+    let run = env.rum_env(&[("RUM_VIRTIOFSD", "/nonexistent/virtiofsd")], &["up"]);
     assert_eq!(run.status.code(), Some(1), "{run}");
     assert!(
         run.stderr
@@ -382,7 +345,7 @@ fn missing_binaries_are_clear_errors() {
     assert!(instance_dir(&env).is_none());
 
     env.write_rum_toml("[advanced]\nqemu = \"/bin/false\"\n");
-    let run = rum(&env, &["up"]);
+    let run = env.rum(&["up"]);
     assert_eq!(run.status.code(), Some(1), "{run}");
     assert!(
         run.stderr
@@ -399,7 +362,7 @@ fn a_taken_host_port_fails_before_qemu_starts() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     env.write_rum_toml(&format!("[[ports]]\nhost = {port}\nguest = 80\n"));
-    let run = rum(&env, &["up"]);
+    let run = env.rum(&["up"]);
     assert_eq!(run.status.code(), Some(1), "{run}");
     assert!(
         run.stderr

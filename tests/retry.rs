@@ -4,24 +4,11 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::{E2e, RumRun};
-
-fn rum(env: &E2e, args: &[&str]) -> RumRun {
-    let mut cmd = env.rum_command();
-    cmd.args(args).env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
-    let out: Output = cmd.output().expect("run rum");
-    RumRun {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use support::E2e;
 
 fn guest(env: &E2e, command: &str) -> String {
-    let run = rum(env, &["exec", "--user", "root", "--", "sh", "-c", command]);
+    let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
     run.assert_success();
     run.stdout
 }
@@ -34,7 +21,7 @@ fn now() -> u64 {
 }
 
 fn snapshot_count(env: &E2e) -> u64 {
-    let status = rum(env, &["-o", "json", "status"]);
+    let status = env.rum(&["-o", "json", "status"]);
     let event: serde_json::Value =
         serde_json::from_str(status.stdout.lines().last().unwrap()).unwrap();
     event["data"]["snapshots"].as_u64().unwrap()
@@ -55,7 +42,7 @@ fn the_provisioning_loop() {
     ));
 
     // A failing system script: non-zero exit, the VM stays up, the log has it.
-    let up = rum(&env, &["up", "-d"]);
+    let up = env.rum(&["up", "-d"]);
     assert_eq!(up.status.code(), Some(1), "{up}");
     assert!(
         up.stderr
@@ -71,11 +58,11 @@ fn the_provisioning_loop() {
         up.stdout.contains("system attempt"),
         "script output streams: {up}"
     );
-    let failed = rum(&env, &["log", "--failed"]);
+    let failed = env.rum(&["log", "--failed"]);
     failed.assert_success();
     assert!(failed.stdout.contains("broken on purpose"), "{failed}");
     assert!(guest(&env, "ls /var/tmp").contains("dirty"));
-    let destroy = rum(&env, &["destroy"]);
+    let destroy = env.rum(&["destroy"]);
     assert_eq!(
         destroy.status.code(),
         Some(2),
@@ -89,7 +76,7 @@ fn the_provisioning_loop() {
         "echo system fixed\ntest ! -e /var/tmp/dirty\necho x >> /var/tmp/system-runs\n",
     )
     .unwrap();
-    let retry = rum(&env, &["retry"]);
+    let retry = env.rum(&["retry"]);
     retry.assert_success();
     assert!(
         retry
@@ -115,7 +102,7 @@ fn the_provisioning_loop() {
     );
 
     // --from boot: only the boot script runs; the system phase is not repeated.
-    let from_boot = rum(&env, &["retry", "--from", "boot"]);
+    let from_boot = env.rum(&["retry", "--from", "boot"]);
     from_boot.assert_success();
     assert!(
         !from_boot.stderr.contains("Running system provisioning"),
@@ -130,7 +117,7 @@ fn the_provisioning_loop() {
 
     // Twenty retries in a row, the mount working throughout.
     for i in 0..20 {
-        let run = rum(&env, &["retry"]);
+        let run = env.rum(&["retry"]);
         assert!(run.status.success(), "retry {i}: {run}");
     }
     assert_eq!(
@@ -141,27 +128,27 @@ fn the_provisioning_loop() {
     assert_eq!(guest(&env, "cat /var/tmp/system-runs"), "x\n");
 
     // Into a fresh QEMU: stopped VM, and after a down/up.
-    rum(&env, &["down"]).assert_success();
-    let cold = rum(&env, &["retry"]);
+    env.rum(&["down"]).assert_success();
+    let cold = env.rum(&["retry"]);
     cold.assert_success();
     assert!(cold.stderr.contains("Starting QEMU"), "{cold}");
     assert_eq!(guest(&env, "cat /var/tmp/system-runs"), "x\n");
-    rum(&env, &["down"]).assert_success();
-    rum(&env, &["up", "-d"]).assert_success();
-    rum(&env, &["retry"]).assert_success();
+    env.rum(&["down"]).assert_success();
+    env.rum(&["up", "-d"]).assert_success();
+    env.rum(&["retry"]).assert_success();
     assert_eq!(guest(&env, "cat /mnt/share/note.txt"), "shared\n");
 
     // --done drops rum's snapshots; destroy removes everything.
     assert_eq!(snapshot_count(&env), 2, "pre-provision and post-system");
-    rum(&env, &["retry", "--done"]).assert_success();
+    env.rum(&["retry", "--done"]).assert_success();
     assert_eq!(snapshot_count(&env), 0);
-    let again = rum(&env, &["retry"]);
+    let again = env.rum(&["retry"]);
     assert_eq!(again.status.code(), Some(1), "{again}");
     assert!(
         again.stderr.contains("no `pre-provision` snapshot"),
         "{again}"
     );
-    rum(&env, &["destroy", "-f"]).assert_success();
+    env.rum(&["destroy", "-f"]).assert_success();
     assert!(env.procs.strays().is_empty());
     let left = std::fs::read_dir(env.xdg.data.join("rum"))
         .map(|d| d.count())

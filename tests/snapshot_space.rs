@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use support::{E2e, RumRun};
 
 /// A small ext4 filesystem on a loop device, unmounted on drop.
@@ -47,21 +47,12 @@ impl Drop for SmallDisk {
     }
 }
 
+/// rum with its data on the small disk.
 fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
-    let mut cmd = env.rum_command();
-    cmd.args(args)
-        .env("XDG_DATA_HOME", data)
-        .env("RUM_VIRTIOFSD", &env.tools.virtiofsd);
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let out: Output = cmd.output().expect("run rum");
-    RumRun {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let data = data.to_str().expect("UTF-8 path");
+    let mut all = vec![("XDG_DATA_HOME", data)];
+    all.extend_from_slice(vars);
+    env.rum_env(&all, args)
 }
 
 #[test]

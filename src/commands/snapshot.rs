@@ -8,7 +8,6 @@ use crate::lifecycle::up::UpError;
 use crate::lifecycle::{AgentError, Instance, RuntimeInfo, retry, runtime};
 use crate::output::Reporter;
 use crate::state::State;
-use crate::vm::host::Host;
 use crate::{Error, ExitStatus};
 use std::path::Path;
 
@@ -145,24 +144,8 @@ pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<ExitS
             if !known.iter().any(|k| k == name) {
                 return Err(unknown(name).into());
             }
-            let nodes = RuntimeInfo::load(&instance.paths.runtime_info())
-                .filter(|_| instance.qemu_pid().is_some())
-                .map(|i| i.snapshot_nodes)
-                .unwrap_or_else(|| {
-                    std::iter::once("root".to_owned())
-                        .chain(
-                            instance
-                                .config
-                                .drives
-                                .iter()
-                                .map(|d| format!("drive-{}", d.name)),
-                        )
-                        .collect()
-                });
-            let host =
-                Host::probe(instance.config.advanced.qemu.as_deref()).map_err(UpError::from)?;
             let step = reporter.step(format!("Deleting `{name}`"));
-            if let Err(e) = snapshots::delete(&instance, &[name.to_owned()], &nodes, &host.qemu) {
+            if let Err(e) = snapshots::delete(&instance, &[name.to_owned()]) {
                 step.fail(&e.to_string());
                 return Err(e);
             }

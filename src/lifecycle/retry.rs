@@ -10,7 +10,6 @@ use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
 use crate::state::{Milestone, State};
-use crate::vm::host::Host;
 use crate::{Error, ExitStatus};
 use std::time::{Duration, SystemTime};
 
@@ -194,22 +193,8 @@ fn drop_snapshots(
         );
         return Ok(ExitStatus::Success);
     }
-    let nodes = RuntimeInfo::load(&instance.paths.runtime_info())
-        .map(|i| i.snapshot_nodes)
-        .unwrap_or_else(|| {
-            std::iter::once("root".to_owned())
-                .chain(
-                    instance
-                        .config
-                        .drives
-                        .iter()
-                        .map(|d| format!("drive-{}", d.name)),
-                )
-                .collect()
-        });
-    let host = Host::probe(instance.config.advanced.qemu.as_deref()).map_err(UpError::from)?;
     let step = reporter.step(format!("Deleting {}", tags.join(", ")));
-    match snapshots::delete(instance, &tags, &nodes, &host.qemu) {
+    match snapshots::delete(instance, &tags) {
         Ok(()) => step.done(),
         Err(e) => {
             step.fail(&e.to_string());

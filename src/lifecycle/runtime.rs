@@ -35,16 +35,6 @@ impl RuntimeInfo {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).expect("serializes"))?;
-        std::fs::rename(tmp, path)
+        crate::fsutil::write_private(path, &serde_json::to_vec_pretty(self).expect("serializes"))
     }
 }

@@ -137,32 +137,30 @@ pub async fn load_and_continue(
 
 /// Deletes `tags` from the VM's disks: through its QEMU when it runs, else
 /// through a QEMU started just for that (no guest, only the disks).
-pub fn delete(
-    instance: &Instance,
-    tags: &[String],
-    nodes: &[String],
-    qemu_binary: &Path,
-) -> Result<(), Error> {
+pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), Error> {
     let rt = super::runtime();
-    if instance.qemu_pid().is_some() {
+    let running = instance
+        .qemu_pid()
+        .and(super::RuntimeInfo::load(&instance.paths.runtime_info()));
+    if let Some(info) = running {
         return rt.block_on(async {
             let qmp = Qmp::connect(&instance.paths.qmp_socket(), CONNECT)
                 .await
                 .map_err(SnapshotError::from)?;
-            for tag in tags {
-                qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT)
-                    .await
-                    .map_err(SnapshotError::from)?;
-            }
-            Ok(())
+            delete_all(&qmp, tags, &info.snapshot_nodes).await
         });
     }
+    let nodes =
+        vm::qemu_args::snapshot_nodes(instance.config.drives.iter().map(|d| d.name.as_str()));
+    let qemu = vm::host::Host::probe(instance.config.advanced.qemu.as_deref())
+        .map_err(|e| SnapshotError::Offline(e.to_string()))?
+        .qemu;
     // The runtime dir, not the data dir: short socket paths, and the data
     // disk may be the one that is full.
     instance.paths.ensure_runtime_dir(&instance.dirs)?;
     let socket = instance.paths.runtime.join("offline-qmp.sock");
     let _ = std::fs::remove_file(&socket);
-    let mut cmd = Command::new(qemu_binary);
+    let mut cmd = Command::new(qemu);
     cmd.args([
         "-nodefaults",
         "-machine",
@@ -173,7 +171,7 @@ pub fn delete(
         "-qmp",
     ])
     .arg(format!("unix:{},server=on,wait=off", socket.display()));
-    for (node, path) in disk_nodes(instance, nodes) {
+    for (node, path) in disk_nodes(instance, &nodes) {
         cmd.arg("-blockdev").arg(format!(
             "driver=file,node-name={node}-file,filename={}",
             path.display()
@@ -184,29 +182,33 @@ pub fn delete(
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| SnapshotError::Offline(e.to_string()))?;
     let result = rt.block_on(async {
-        let ready = vm::process::wait_for(Duration::from_secs(10), || socket.exists());
-        if !ready {
+        if !vm::process::wait_for(Duration::from_secs(10), || socket.exists()) {
             return Err(SnapshotError::Offline("its QMP socket did not appear".into()).into());
         }
         let qmp = Qmp::connect(&socket, CONNECT)
             .await
             .map_err(SnapshotError::from)?;
-        for tag in tags {
-            qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT)
-                .await
-                .map_err(SnapshotError::from)?;
-        }
+        let deleted = delete_all(&qmp, tags, &nodes).await;
         let _ = qmp.execute(qmp::quit {}).await;
-        Ok::<(), Error>(())
+        deleted
     });
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&socket);
     result
+}
+
+async fn delete_all(qmp: &Qmp, tags: &[String], nodes: &[String]) -> Result<(), Error> {
+    for tag in tags {
+        qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT)
+            .await
+            .map_err(SnapshotError::from)?;
+    }
+    Ok(())
 }
 
 fn disk_nodes(instance: &Instance, nodes: &[String]) -> Vec<(String, std::path::PathBuf)> {

@@ -75,10 +75,15 @@ pub struct VmSpec {
 impl VmSpec {
     /// Block nodes a snapshot covers: the root disk and every drive.
     pub fn snapshot_nodes(&self) -> Vec<String> {
-        std::iter::once(ROOT_NODE.to_owned())
-            .chain(self.drives.iter().map(|d| drive_node(&d.name)))
-            .collect()
+        snapshot_nodes(self.drives.iter().map(|d| d.name.as_str()))
     }
+}
+
+/// The block nodes of the root disk and of the named drives, root first.
+pub fn snapshot_nodes<'a>(drives: impl Iterator<Item = &'a str>) -> Vec<String> {
+    std::iter::once(ROOT_NODE.to_owned())
+        .chain(drives.map(drive_node))
+        .collect()
 }
 
 fn drive_node(name: &str) -> String {

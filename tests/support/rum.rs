@@ -65,6 +65,8 @@ impl E2e {
             .env("XDG_CONFIG_HOME", &self.xdg.config)
             .env("XDG_RUNTIME_DIR", &self.xdg.runtime)
             .env("RUM_ACCEL", &self.tools.accel)
+            // HOME is private, so rum would not find a virtiofsd in ~/.cargo/bin.
+            .env("RUM_VIRTIOFSD", &self.tools.virtiofsd)
             .stdin(Stdio::null());
         cmd
     }
@@ -74,14 +76,24 @@ impl E2e {
         self.rum_with_timeout(args, RUM_TIMEOUT)
     }
 
+    /// `rum ARGS` with extra environment variables (they win over the defaults).
+    pub fn rum_env(&self, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
+        self.run_rum(vars, args, RUM_TIMEOUT)
+    }
+
     pub fn rum_with_timeout(&self, args: &[&str], timeout: Duration) -> RumRun {
+        self.run_rum(&[], args, timeout)
+    }
+
+    fn run_rum(&self, vars: &[(&str, &str)], args: &[&str], timeout: Duration) -> RumRun {
         // Files, not pipes: no deadlock on large output, and they are dumped if the test fails.
         let dir = self.dir("rum-runs");
         let n = fs::read_dir(&dir).map(|d| d.count() / 2 + 1).unwrap_or(1);
         let stdout_path = dir.join(format!("{n:03}-stdout.log"));
         let stderr_path = dir.join(format!("{n:03}-stderr.log"));
         let mut cmd = self.rum_command();
-        cmd.args(args)
+        cmd.envs(vars.iter().copied())
+            .args(args)
             .stdout(create(&stdout_path))
             .stderr(create(&stderr_path));
         let pid = self.procs.spawn(&mut cmd);
