@@ -12,13 +12,7 @@ pub static BYTES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rum-agent"))
 /// as `build_id` (it hashes its own executable).
 pub fn build_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(BYTES)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    })
+    ID.get_or_init(|| rum_agent::protocol::build_id_of(BYTES))
 }
 
 #[cfg(test)]

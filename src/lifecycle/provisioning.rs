@@ -98,11 +98,7 @@ pub fn provision(
         attempt.started = logged.started;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
-            let failed = result
-                .failed
-                .as_ref()
-                .map(|f| format!("{} exited with {}", f.name, f.exit))
-                .unwrap_or_default();
+            let failed = failure(&result);
             state.fail(Milestone::SystemProvisioned, &failed);
             if !boot.is_empty() {
                 reporter.phase_finished("Running boot provisioning", None, "skipped");
@@ -118,11 +114,7 @@ pub fn provision(
         let (result, logged) = rt.block_on(run::run(client, boot, number, &logs, reporter))?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
-            let failed = result
-                .failed
-                .as_ref()
-                .map(|f| format!("{} exited with {}", f.name, f.exit))
-                .unwrap_or_default();
+            let failed = failure(&result);
             state.fail(Milestone::BootProvisioned, &failed);
             return finish_failed(instance, state, attempt, reporter);
         }
@@ -167,6 +159,15 @@ fn keep_post_system(
         // Only `--from boot` needs it; a full retry still works.
         Err(e) => step.fail(&e.to_string()),
     }
+}
+
+/// Which script failed and how, for the milestone's error.
+fn failure(result: &rum_agent::protocol::ProvisionResult) -> String {
+    result
+        .failed
+        .as_ref()
+        .map(|f| format!("{} exited with {}", f.name, f.exit))
+        .unwrap_or_default()
 }
 
 fn finish_failed(

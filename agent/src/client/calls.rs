@@ -13,7 +13,7 @@ use crate::protocol::frame::CHUNK;
 use crate::protocol::{
     AgentVersion, Event, ExecRequest, ExitStatus, FileDone, FileInfo, OutputStream,
     ProvisionRequest, ProvisionResult, PullRequest, PushRequest, Request, Script, ScriptState,
-    SetTimeRequest, Status, TimeSet,
+    SetTimeRequest, Status, TimeSet, hex,
 };
 
 /// What an exec produces, in order.
@@ -414,10 +414,6 @@ fn unexpected(event: Event) -> Error {
         },
         other => Error::Protocol(format!("unexpected {other:?}")),
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -410,7 +410,7 @@ fn new_session_id() -> String {
         let t = unix_ns(SystemTime::now()) as u128 ^ ((std::process::id() as u128) << 64);
         bytes = t.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex(&bytes)
 }
 
 #[cfg(test)]

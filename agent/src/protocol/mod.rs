@@ -454,6 +454,19 @@ impl std::fmt::Display for ErrorKind {
     }
 }
 
+/// Lowercase hex of `bytes`, as checksums travel in messages.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An agent's build id: the first 16 hex digits of its executable's SHA-256.
+/// The agent computes it of itself and rum of the agent it embeds, so the
+/// two compare equal exactly when the guest runs that agent.
+pub fn build_id_of(executable: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(executable)[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rum_agent::protocol::frame::CHUNK;
-use rum_agent::protocol::{ErrorKind, Event, FileDone, FileInfo, PullRequest, PushRequest};
+use rum_agent::protocol::{ErrorKind, Event, FileDone, FileInfo, PullRequest, PushRequest, hex};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -239,8 +239,4 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

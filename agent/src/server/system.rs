@@ -8,8 +8,6 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 /// A user to run a process as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -132,10 +130,7 @@ pub fn build_id() -> String {
     let Ok(bytes) = fs::read("/proc/self/exe") else {
         return "unknown".to_string();
     };
-    Sha256::digest(&bytes)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    rum_agent::protocol::build_id_of(&bytes)
 }
 
 #[cfg(test)]
