@@ -112,6 +112,9 @@ pub enum Command {
     /// Named live snapshots of the VM (RAM and disks)
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Base images in the cache: download ahead, list, delete
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Inspect rum.toml
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -130,6 +133,29 @@ pub enum SnapshotCommand {
     Restore { name: String },
     /// Delete a snapshot (also of a stopped VM)
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Download and verify an image into the cache: a name such as
+    /// debian-12, or an http(s) URL
+    Pull {
+        base: String,
+        /// The SHA-256 the image must have (else the distro's sums file is used)
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
+    /// List cached images: size, source, verified checksum, the VMs using each
+    List,
+    /// Delete a cached image; refused while a VM uses it
+    Delete {
+        name: String,
+        /// Delete even if VMs use it (they will not start again)
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Delete every cached image no VM uses, and unfinished downloads
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,8 @@ pub enum Error {
     #[error(transparent)]
     Up(#[from] crate::lifecycle::up::UpError),
     #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
     Injected(#[from] crate::lifecycle::up::Injected),
     #[error(transparent)]
     Agent(#[from] crate::lifecycle::AgentError),
@@ -90,13 +92,13 @@ impl Error {
             | Error::CpNoGuestSide(..)
             | Error::CpTwoGuestSides(..) => ExitStatus::Usage,
             Error::Instance(e) if e.is_usage() => ExitStatus::Usage,
+            Error::Image(e) if e.is_usage() => ExitStatus::Usage,
             Error::Seed(crate::seed::SeedError::NotEmpty(_)) => ExitStatus::Usage,
             Error::Destroy(crate::lifecycle::stop::DestroyError::HasSnapshots { .. }) => {
                 ExitStatus::Usage
             }
             Error::Up(
-                crate::lifecycle::up::UpError::ImageNotLocal(_)
-                | crate::lifecycle::up::UpError::BadAccelEnv(_)
+                crate::lifecycle::up::UpError::BadAccelEnv(_)
                 | crate::lifecycle::up::UpError::DevicesChanged { .. },
             ) => ExitStatus::Usage,
             Error::SnapshotCommand(

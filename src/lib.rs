@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsutil;
 pub mod guard;
 pub mod identity;
+pub mod image;
 pub mod instance;
 pub mod lifecycle;
 pub mod output;

@@ -420,3 +420,43 @@ fn a_missing_config_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("rum init"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_image_name_lists_the_known_ones() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write_config("rum.toml", "[image]\nbase = \"fedora-40\"\n");
+    let out = sandbox.rum(&["-c", file.to_str().unwrap(), "config", "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`image.base`"), "{stderr}");
+    assert!(stderr.contains("rum.toml:2:"), "{stderr}");
+    for known in ["ubuntu-24.04", "ubuntu-22.04", "debian-12", "debian-13"] {
+        assert!(stderr.contains(known), "{known} missing: {stderr}");
+    }
+    for known in ["ubuntu-24.04", "debian-13"] {
+        let file = sandbox.write_config("rum.toml", &format!("[image]\nbase = \"{known}\"\n"));
+        let out = sandbox.rum(&["-c", file.to_str().unwrap(), "config", "check"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_bad_sha256_is_named_with_its_line() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write_config(
+        "rum.toml",
+        "[image]\nbase = \"img.qcow2\"\nsha256 = \"abc123\"\n",
+    );
+    let before = sandbox.tree();
+    let out = sandbox.rum(&["-c", file.to_str().unwrap(), "config", "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`image.sha256`"), "{stderr}");
+    assert!(stderr.contains("rum.toml:3:"), "{stderr}");
+    assert!(stderr.contains("`abc123` is not a SHA-256"), "{stderr}");
+    assert_eq!(sandbox.tree(), before);
+}

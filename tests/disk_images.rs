@@ -1,7 +1,7 @@
 //! Overlays and drives rum writes natively, checked by QEMU's own tools:
 //! `qemu-img check` and `info`, and `qemu-io` reading and writing through them.
 
-use rum::disk::{ImageFormat, create_drive, create_overlay, inspect};
+use rum::disk::{ImageFormat, backing_file, create_drive, create_overlay, inspect};
 use std::path::Path;
 use std::process::Command;
 
@@ -74,6 +74,15 @@ fn overlays_on_qcow2_and_raw_bases_read_through_and_check_clean() {
         assert_eq!(info["virtual-size"], 20u64 << 30);
         assert_eq!(info["backing-filename"], base.to_str().unwrap());
         assert_eq!(info["backing-filename-format"], format);
+        assert_eq!(
+            backing_file(&overlay).unwrap().as_deref(),
+            Some(base.as_path())
+        );
+        assert_eq!(
+            backing_file(&base).unwrap(),
+            None,
+            "{format} base has no backing"
+        );
 
         // Reads fall through to the base; writes land in the overlay only.
         let read = qemu_io(&overlay, "qcow2", "read -P 0xab 1M 64k");

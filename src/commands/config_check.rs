@@ -47,7 +47,7 @@ fn summary(c: &Config, paths: &InstancePaths) -> String {
     );
     row(
         "image",
-        match &c.image {
+        match &c.image.base {
             ImageSource::Path(p) => p.display().to_string(),
             ImageSource::Url(u) => u.clone(),
             ImageSource::Shorthand(n) => n.clone(),

@@ -5,6 +5,7 @@ mod cp;
 mod destroy;
 mod down;
 mod exec;
+mod image;
 mod init;
 mod log;
 mod retry;
@@ -14,7 +15,7 @@ mod ssh;
 mod status;
 mod up;
 
-use crate::cli::{Cli, Command, ConfigCommand, SeedCommand, SnapshotCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ImageCommand, SeedCommand, SnapshotCommand};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
 pub use snapshot::SnapshotCommandError;
@@ -81,6 +82,12 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
             };
             snapshot::run(&config_file(cli, &cwd)?, action, reporter)
         }
+        Command::Image(action) => match action {
+            ImageCommand::Pull { base, sha256 } => image::pull(base, sha256.as_deref(), reporter),
+            ImageCommand::List => image::list(reporter),
+            ImageCommand::Delete { name, force } => image::delete(name, *force, reporter),
+            ImageCommand::Clear => image::clear(reporter),
+        },
         Command::Seed(SeedCommand::Dump { dir }) => {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)
         }

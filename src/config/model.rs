@@ -14,7 +14,7 @@ pub struct Config {
     /// The directory relative paths in the file are resolved against.
     pub dir: PathBuf,
     pub name: String,
-    pub image: ImageSource,
+    pub image: Image,
     pub resources: Resources,
     pub network: Network,
     pub ports: Vec<PortForward>,
@@ -25,6 +25,13 @@ pub struct Config {
     pub ssh: Ssh,
     pub user: User,
     pub advanced: Advanced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    pub base: ImageSource,
+    /// `[image] sha256`: what the base must hash to (else a published sums file).
+    pub sha256: Option<crate::image::Checksum>,
 }
 
 /// Where the base image comes from. Only the form is checked here; fetching

@@ -34,6 +34,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawImage {
     pub base: Option<String>,
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,7 +116,7 @@ mod tests {
             };
             let loaded = crate::config::parse_str(&render(&answers), &file).unwrap();
             assert_eq!(loaded.config.mounts.len(), usize::from(mount_project));
-            assert_eq!(loaded.config.image, ImageSource::Url(url.into()));
+            assert_eq!(loaded.config.image.base, ImageSource::Url(url.into()));
             assert!(loaded.warnings.is_empty());
         }
     }

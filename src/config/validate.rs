@@ -8,6 +8,7 @@ use super::raw::*;
 use super::size::{GIB, MIB};
 use super::span::KeyPath;
 use super::suggest::closest;
+use crate::image::Checksum;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroU16;
@@ -171,8 +172,32 @@ pub fn validate(raw: RawConfig, ctx: &Context<'_>) -> Result<(Config, Vec<Warnin
     Ok((config, c.warnings))
 }
 
-fn image(c: &mut Checker, raw: Option<RawImage>, dir: &Path) -> Option<ImageSource> {
+fn image(c: &mut Checker, raw: Option<RawImage>, dir: &Path) -> Option<Image> {
     let path = KeyPath::root().key("image");
+    let sha256 = match raw.as_ref().and_then(|r| r.sha256.as_deref()) {
+        None => None,
+        Some(text) => match Checksum::sha256(text) {
+            Some(sum) => Some(sum),
+            None => {
+                c.problem_with_help(
+                    path.key("sha256"),
+                    format!("`{text}` is not a SHA-256"),
+                    "write the 64 hex digits `sha256sum IMAGE` prints",
+                );
+                return None;
+            }
+        },
+    };
+    let base = image_base(c, raw, dir, path)?;
+    Some(Image { base, sha256 })
+}
+
+fn image_base(
+    c: &mut Checker,
+    raw: Option<RawImage>,
+    dir: &Path,
+    path: KeyPath,
+) -> Option<ImageSource> {
     let Some(raw) = raw else {
         c.problem_with_help(
             path,
@@ -225,6 +250,17 @@ fn image(c: &mut Checker, raw: Option<RawImage>, dir: &Path) -> Option<ImageSour
             c.problem(
                 path,
                 format!("`{base}` is neither a path, a URL nor an image name"),
+            );
+            return None;
+        }
+        if crate::image::known::lookup(&base).is_none() {
+            c.problem_with_help(
+                path,
+                format!("`{base}` is not an image name rum knows"),
+                format!(
+                    "use one of {}, an http(s) URL, or a path such as \"./{base}\"",
+                    crate::image::known::names().collect::<Vec<_>>().join(", ")
+                ),
             );
             return None;
         }

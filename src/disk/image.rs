@@ -63,6 +63,31 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, DiskError> {
     })
 }
 
+/// The backing file a qcow2 image records, if any (raw images have none).
+pub fn backing_file(path: &Path) -> Result<Option<std::path::PathBuf>, DiskError> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::ffi::OsStringExt;
+    let read = |source| DiskError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mut header = [0u8; 20];
+    if read_up_to(&mut file, &mut header).map_err(read)? < 20 || header[..4] != QCOW2_MAGIC {
+        return Ok(None);
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+    let len = u32::from_be_bytes(header[16..20].try_into().expect("4 bytes"));
+    // The format caps the name at 1023 bytes.
+    if offset == 0 || len == 0 || len > 1023 {
+        return Ok(None);
+    }
+    let mut name = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset)).map_err(read)?;
+    file.read_exact(&mut name).map_err(read)?;
+    Ok(Some(std::ffi::OsString::from_vec(name).into()))
+}
+
 fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut total = 0;
     while total < buf.len() {

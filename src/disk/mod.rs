@@ -6,7 +6,7 @@ mod image;
 mod qcow2;
 
 pub use boot::{BootNeeds, boot_needs};
-pub use image::{ImageFormat, ImageInfo, SnapshotInfo, inspect, snapshots};
+pub use image::{ImageFormat, ImageInfo, SnapshotInfo, backing_file, inspect, snapshots};
 pub use qcow2::{create_drive, create_overlay};
 
 use std::path::PathBuf;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub const MAX_SOCKET_PATH: usize = 107;
 /// The longest socket file name rum uses (virtiofs sockets are numbered).
 const LONGEST_SOCKET_NAME: &str = "fs999.sock";
+/// The disk overlay's name in an instance's data directory.
+pub const OVERLAY_FILE: &str = "disk.qcow2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstancePaths {
@@ -80,7 +82,7 @@ impl InstancePaths {
     }
 
     pub fn overlay(&self) -> PathBuf {
-        self.data.join("disk.qcow2")
+        self.data.join(OVERLAY_FILE)
     }
 
     pub fn drive(&self, name: &str) -> PathBuf {

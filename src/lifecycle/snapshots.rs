@@ -43,15 +43,6 @@ pub enum SnapshotError {
     Offline(String),
 }
 
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-pointer.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0)
-        .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
-}
-
 /// Saves `tag` on the running VM and records it.
 pub async fn save(
     instance: &Instance,
@@ -65,7 +56,7 @@ pub async fn save(
     let need = devices.memory_mb << 20;
     // Tests lift the check to fill a disk in the middle of a save.
     let checked = std::env::var_os("RUM_TEST_SKIP_SPACE_CHECK").is_none();
-    let free_before = free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
+    let free_before = crate::fsutil::free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
     if checked && free_before < need {
         return Err(SnapshotError::NoSpace {
             dir: instance.paths.data.clone(),
@@ -83,7 +74,7 @@ pub async fn save(
     }
     if let Err(e) = qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT).await {
         // QEMU reports a full disk as an I/O error; say what it was.
-        let free = free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
+        let free = crate::fsutil::free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
         if free < FULL_BELOW || free_before < need {
             return Err(SnapshotError::FilledUp {
                 dir: instance.paths.data.clone(),

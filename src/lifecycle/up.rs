@@ -6,7 +6,7 @@
 use super::agent::endpoint;
 use super::provisioning;
 use super::{Instance, RuntimeInfo, runtime};
-use crate::config::{Accel as AccelChoice, AgentTransport, FirmwareChoice, ImageSource};
+use crate::config::{Accel as AccelChoice, AgentTransport, FirmwareChoice};
 use crate::disk;
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
@@ -17,7 +17,7 @@ use crate::vm::devices::DeviceSet;
 use crate::vm::host::{self, Host};
 use crate::vm::qemu_args::{self, Accel, AgentChannel, Drive, Forward, Share, VmSpec};
 use crate::vm::{process, qemu, virtiofsd};
-use crate::{Error, ExitStatus, agent_binary, seed};
+use crate::{Error, ExitStatus, agent_binary, image, seed};
 use rum_agent::protocol::ExecRequest;
 use rum_agent::{Client, ConnectOptions};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -34,10 +34,6 @@ const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
-    #[error(
-        "`base = \"{0}\"` needs downloading, which this rum cannot do; download the image and set `[image] base` to its path"
-    )]
-    ImageNotLocal(String),
     #[error(
         "Host port {port} on {bind} is already in use; free it or change `[[ports]] host = {port}` in rum.toml"
     )]
@@ -259,18 +255,11 @@ impl Run<'_> {
         let overlay = paths.overlay();
         if !overlay.exists() {
             let base =
-                self.milestone(
-                    Milestone::ImageReady,
-                    "Resolving the image",
-                    |_| match &config.image {
-                        ImageSource::Path(path) => {
-                            Ok((path.clone(), disk::inspect(path).map_err(UpError::from)?))
-                        }
-                        ImageSource::Url(u) | ImageSource::Shorthand(u) => {
-                            Err(UpError::ImageNotLocal(u.clone()).into())
-                        }
-                    },
-                )?;
+                self.milestone_shown(Milestone::ImageReady, "Resolving the image", |run, step| {
+                    let path = run.base_image(step)?;
+                    let info = disk::inspect(&path).map_err(UpError::from)?;
+                    Ok((path, info))
+                })?;
             let (base_path, base_info) = base;
             let size = config.resources.disk.bytes().max(base_info.virtual_size);
             self.milestone(
@@ -518,10 +507,20 @@ impl Run<'_> {
         title: &str,
         step: impl FnOnce(&mut Self) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.milestone_shown(milestone, title, |run, _| step(run))
+    }
+
+    /// A milestone whose work draws on its own step (progress, warnings).
+    fn milestone_shown<T>(
+        &mut self,
+        milestone: Milestone,
+        title: &str,
+        step: impl FnOnce(&mut Self, &crate::output::Step) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let shown = self.reporter.step(title);
         self.state.start(milestone);
         self.save_state();
-        let result = step(self).and_then(|value| match &self.options.fail_after {
+        let result = step(self, &shown).and_then(|value| match &self.options.fail_after {
             Some(name) if name == milestone_key(milestone) => Err(Injected(name.clone()).into()),
             _ => Ok(value),
         });
@@ -539,6 +538,30 @@ impl Run<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// The base image as a local file: the configured path, or the cached
+    /// download (fetched now if needed, each retry kept in the history).
+    fn base_image(&mut self, step: &crate::output::Step) -> Result<PathBuf, Error> {
+        let image = &self.instance.config.image;
+        let cache = image::Cache::new(&self.instance.dirs);
+        let state_file = self.instance.paths.state_file();
+        let state = &mut *self.state;
+        let mut shown = image::shown::Shown {
+            step,
+            record: |attempt: u32, delay: Duration, error: &str| {
+                let delay_ms = delay.as_millis() as u64;
+                state.retrying(Milestone::ImageReady, attempt, delay_ms, error);
+                let _ = state.save(&state_file);
+            },
+        };
+        let mut downloader = image::Downloader::new(image::Policy::default(), &mut shown);
+        Ok(image::resolve(
+            &image.base,
+            image.sha256.as_ref(),
+            &cache,
+            &mut downloader,
+        )?)
     }
 
     fn save_state(&self) {
@@ -574,18 +597,21 @@ impl Run<'_> {
             FirmwareChoice::Uefi => rum_firmware::Interface::Uefi,
             // UEFI only for an image that cannot boot otherwise: hybrid
             // cloud images boot either way, and SeaBIOS starts faster.
-            FirmwareChoice::Auto => match &self.instance.config.image {
-                ImageSource::Path(base) => {
-                    let info = disk::inspect(base).map_err(UpError::from)?;
-                    match disk::boot_needs(base, info.format).map_err(UpError::from)? {
-                        disk::BootNeeds::Uefi => rum_firmware::Interface::Uefi,
-                        disk::BootNeeds::Bios | disk::BootNeeds::Unknown => {
-                            rum_firmware::Interface::Bios
+            FirmwareChoice::Auto => {
+                let overlay = self.instance.paths.overlay();
+                match disk::backing_file(&overlay).map_err(UpError::from)? {
+                    Some(base) => {
+                        let info = disk::inspect(&base).map_err(UpError::from)?;
+                        match disk::boot_needs(&base, info.format).map_err(UpError::from)? {
+                            disk::BootNeeds::Uefi => rum_firmware::Interface::Uefi,
+                            disk::BootNeeds::Bios | disk::BootNeeds::Unknown => {
+                                rum_firmware::Interface::Bios
+                            }
                         }
                     }
+                    None => rum_firmware::Interface::Bios,
                 }
-                ImageSource::Url(_) | ImageSource::Shorthand(_) => rum_firmware::Interface::Bios,
-            },
+            }
         };
         let config_home = std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)
