@@ -42,9 +42,14 @@ impl Sandbox {
     }
 
     pub fn rum_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd, args).output().expect("run rum")
+    }
+
+    /// `rum ARGS` in `cwd` with the sandbox's environment, not yet started.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
         let r = self.root.path();
-        Command::new(env!("CARGO_BIN_EXE_rum"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rum"));
+        cmd.args(args)
             .current_dir(cwd)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -53,9 +58,8 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", r.join("cache"))
             .env("XDG_CONFIG_HOME", r.join("config"))
             .env("XDG_RUNTIME_DIR", r.join("runtime"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run rum")
+            .stdin(std::process::Stdio::null());
+        cmd
     }
 
     /// Every path under the sandbox with its size, to prove nothing changed.

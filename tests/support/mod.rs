@@ -11,6 +11,7 @@
 mod firmware;
 mod gate;
 mod guest;
+mod http;
 mod logs;
 mod procs;
 mod rum;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub use firmware::Firmware;
 pub use gate::Tools;
 pub use guest::{Guest, GuestBuilder};
+pub use http::{Fault, FileServer, Served};
 pub use procs::Registry;
 pub use rum::RumRun;
 pub use ssh::{HostKeys, Ssh, SshKey};
