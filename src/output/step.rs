@@ -80,12 +80,15 @@ impl<'r> Step<'r> {
                 last_line: None,
             });
             if let Some(bar) = &self.spinner {
+                // The message last and wide: cut to the terminal's width, never wrapped.
                 let template = match total {
                     Some(_) => {
-                        "  {spinner} {msg} [{bar:25}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+                        "  {spinner} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}"
                     }
-                    None => "  {spinner} {msg} {bytes} {binary_bytes_per_sec}",
+                    None => "  {spinner} {bytes} {binary_bytes_per_sec} {wide_msg}",
                 };
+                bar.set_length(total.unwrap_or(0));
+                bar.set_position(done);
                 bar.set_style(
                     ProgressStyle::with_template(template)
                         .expect("static template")
@@ -93,8 +96,6 @@ impl<'r> Step<'r> {
                         .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
                 );
                 bar.set_message(format!("{} ({label})", self.title));
-                bar.set_length(total.unwrap_or(0));
-                bar.set_position(done);
                 bar.reset_eta();
             }
         }
