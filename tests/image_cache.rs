@@ -460,3 +460,119 @@ fn pull_of_a_local_path_or_unknown_name_is_a_usage_error() {
     let out = sandbox.rum(&["image", "pull", "debian-12", "--sha256", "xyz"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A size-limited tmpfs over the sandbox's cache dir, unmounted on drop.
+struct SmallCache {
+    mount: PathBuf,
+}
+
+impl SmallCache {
+    /// `None` (after a visible line) without root, unless `RUM_E2E=1` demands it.
+    fn new(sandbox: &Sandbox, mib: u64) -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("RUM_E2E").is_none(),
+                "RUM_E2E=1: the disk-full test mounts a tmpfs and needs root"
+            );
+            eprintln!("skipped: the disk-full test mounts a tmpfs and needs root");
+            return None;
+        }
+        let mount = sandbox.root().join("cache");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "rum-test-cache",
+            ])
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", mount.display());
+        Some(Self { mount })
+    }
+}
+
+impl Drop for SmallCache {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_at_once_and_caches_nothing() {
+    let sandbox = Sandbox::new();
+    let Some(small) = SmallCache::new(&sandbox, 128) else {
+        return;
+    };
+    let server = FileServer::start();
+
+    // Known not to fit before a byte is fetched.
+    let big = body(100 * MIB, 11);
+    server.add("/big.raw", big.clone());
+    let out = pull(&sandbox, &server.url("/big.raw"), Some(&sha256(&big)));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Not enough space"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert_eq!(server.served("/big.raw").len(), 1);
+    drop(big);
+
+    // Fits at the start, then the disk fills up under the download.
+    let data = body(40 * MIB, 12);
+    server.add("/fills.raw", data.clone());
+    server.faults(
+        "/fills.raw",
+        vec![Fault::Slow {
+            chunk: MIB,
+            delay: Duration::from_millis(150),
+        }],
+    );
+    let mut child = sandbox
+        .command(
+            &sandbox.project(),
+            &[
+                "image",
+                "pull",
+                &server.url("/fills.raw"),
+                "--sha256",
+                &sha256(&data),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while partial_files(&sandbox).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let filler = small.mount.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x55u8; MIB];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Not enough space"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "fails at once: {stderr}");
+    std::fs::remove_file(&filler).unwrap();
+    assert!(listed(&sandbox).is_empty());
+    let leftovers: Vec<String> = partial_files(&sandbox)
+        .into_iter()
+        .filter(|n| !n.ends_with(".json"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the partial file is deleted: {leftovers:?}"
+    );
+}
