@@ -299,6 +299,15 @@ fn published_sums_files_verify_without_a_configured_checksum() {
     assert_eq!(image["verified_against"], server.url("/a/SHA512SUMS"));
     assert_eq!(image["sha256"], sha256(&data));
 
+    // A query string is not part of the file name looked up in the sums file.
+    server.add("/c/disk.raw?token=1", data.clone());
+    server.add(
+        "/c/SHA256SUMS",
+        format!("{}  disk.raw\n", sha256(&data)).into_bytes(),
+    );
+    let out = pull(&sandbox, &server.url("/c/disk.raw?token=1"), None);
+    assert!(out.status.success(), "{}", text(&out));
+
     // Without any checksum there is no download at all.
     server.add("/b/disk.raw", data);
     let out = pull(&sandbox, &server.url("/b/disk.raw"), None);

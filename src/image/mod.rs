@@ -184,7 +184,7 @@ impl Remote {
 }
 
 /// The last path segment of a URL, without query or fragment.
-fn file_name(url: &str) -> &str {
+pub fn file_name(url: &str) -> &str {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -301,7 +301,8 @@ fn expected_checksum(
         }
         Remote::Url(url) => {
             let file = file_name(url);
-            let dir = &url[..url.len() - file.len()];
+            let path = url.split(['?', '#']).next().unwrap_or(url);
+            let dir = &path[..path.len() - file.len()];
             for sums in SUMS_FILES {
                 let sums_url = format!("{dir}{sums}");
                 if let Some(text) = downloader.text(&sums_url)?

@@ -12,7 +12,7 @@ pub struct Shown<'s, 'r, F: FnMut(u32, Duration, &str)> {
 
 impl<F: FnMut(u32, Duration, &str)> Observer for Shown<'_, '_, F> {
     fn transferred(&mut self, url: &str, done: u64, total: Option<u64>) {
-        let file = url.rsplit('/').next().unwrap_or(url);
+        let file = super::file_name(url);
         self.step
             .transfer(&format!("downloading {file}"), done, total);
     }
