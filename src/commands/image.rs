@@ -50,7 +50,7 @@ pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exi
             Ok(ExitStatus::Success)
         }
         Err(e) => {
-            step.fail(&first_line(&e.to_string()));
+            step.fail_with(&e);
             Err(e.into())
         }
     }
@@ -208,8 +208,4 @@ fn describe(s: &mut String, entry: &Listed, users: &[String]) {
             }
         }
     }
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_owned()
 }

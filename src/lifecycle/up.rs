@@ -453,7 +453,7 @@ impl Run<'_> {
             match loaded {
                 Ok(()) => step.done(),
                 Err(e) => {
-                    step.fail(&first_line(&e.to_string()));
+                    step.fail_with(&e);
                     return Err(e);
                 }
             }
@@ -534,7 +534,7 @@ impl Run<'_> {
             Err(e) => {
                 self.state.fail(milestone, &e.to_string());
                 self.save_state();
-                shown.fail(&first_line(&e.to_string()));
+                shown.fail_with(&e);
                 Err(e)
             }
         }
@@ -686,7 +686,7 @@ impl Run<'_> {
             ) {
                 Ok(pid) => pid,
                 Err(e) => {
-                    step.fail(&first_line(&e.to_string()));
+                    step.fail_with(&e);
                     return Err(UpError::from(e).into());
                 }
             };
@@ -813,10 +813,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").to_owned()
 }
 
 /// The last `lines` lines of a log file.

@@ -186,6 +186,12 @@ impl<'r> Step<'r> {
         self.finish(Outcome::Failed, Some(detail));
     }
 
+    /// Failed with `error`: its first line shows beside the step.
+    pub fn fail_with(self, error: &dyn std::fmt::Display) {
+        let text = error.to_string();
+        self.fail(text.lines().next().unwrap_or_default());
+    }
+
     pub fn skip(self, reason: &str) {
         self.finish(Outcome::Skipped, Some(reason));
     }
