@@ -85,6 +85,7 @@ fn check_prints_the_resolved_config_as_json() {
     assert_eq!(config["name"], "dev", "dev.rum.toml gives the name dev");
     assert!(data["instance"].as_str().unwrap().starts_with("dev-"));
     assert_eq!(config["image"]["kind"], "path");
+    assert_eq!(config["image"]["sha256"], serde_json::Value::Null);
     assert_eq!(config["resources"]["cpus"], 2);
     assert_eq!(config["resources"]["disk"], 20u64 << 30);
     assert_eq!(

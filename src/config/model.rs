@@ -29,6 +29,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Image {
+    /// Flattened: `config check -o json` shows `image.kind` and `image.value`.
+    #[serde(flatten)]
     pub base: ImageSource,
     /// `[image] sha256`: what the base must hash to (else a published sums file).
     pub sha256: Option<crate::image::Checksum>,
