@@ -256,7 +256,13 @@ pub fn fetch(
         cache.discard_partial(&name);
         return Err(e);
     }
-    let format = disk::inspect(&partial)?.format;
+    let format = match disk::inspect(&partial) {
+        Ok(info) => info.format,
+        Err(e) => {
+            cache.discard_partial(&name);
+            return Err(e.into());
+        }
+    };
     let downloaded = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
