@@ -2,7 +2,8 @@
 //! (127.0.0.1) that fails twice with 503 and then drops the connection: the
 //! download resumes, verifies against the SHA256SUMS beside it, the retries
 //! land in the instance's history, and the guest boots from the cached
-//! image. Then `rum image` sees the VM using it. One boot.
+//! image. Then `rum image` sees the VM using it. One boot. And two `rum up`s
+//! of different projects that need one image transfer it once.
 
 mod support;
 
@@ -116,4 +117,68 @@ fn up_from_a_url_downloads_once_resumes_and_boots() {
     );
     let list = json_result(&env.rum(&["-o", "json", "image", "list"]));
     assert_eq!(list, serde_json::json!([]));
+}
+
+#[test]
+fn two_ups_needing_one_image_download_it_once() {
+    let Some(env) = support::e2e() else { return };
+    let server = FileServer::start();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8 | 0x40).collect();
+    let sha = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    server.add("/shared.raw", data);
+    // Slow (3 s), so that the second `up` starts while the first downloads.
+    let slow = Fault::Slow {
+        chunk: 128 << 10,
+        delay: std::time::Duration::from_millis(100),
+    };
+    server.faults("/shared.raw", vec![slow]);
+    let toml = format!(
+        "[image]\nbase = \"{}\"\nsha256 = \"{sha}\"\n",
+        server.url("/shared.raw")
+    );
+    let logs = env.dir("ups");
+    let pids: Vec<(u32, std::path::PathBuf)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let project = env.dir(&format!("project-{name}"));
+            std::fs::write(project.join("rum.toml"), &toml).unwrap();
+            let stderr = logs.join(format!("{name}.stderr"));
+            let mut cmd = env.rum_command();
+            cmd.current_dir(&project)
+                .env("RUM_TEST_FAIL_AFTER", "image_ready")
+                .args(["up", "-d"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&stderr).unwrap());
+            (env.procs.spawn(&mut cmd), stderr)
+        })
+        .collect();
+    let mut waited = 0;
+    for (pid, stderr) in pids {
+        let status = env
+            .procs
+            .wait_timeout(pid, std::time::Duration::from_secs(300))
+            .expect("rum up finishes");
+        let stderr = std::fs::read_to_string(stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("Injected failure after `image_ready`"),
+            "{stderr}"
+        );
+        waited += usize::from(stderr.contains("waiting for another rum"));
+    }
+    assert_eq!(waited, 1, "the second `up` waits for the first");
+    let served = server.served("/shared.raw");
+    assert_eq!(served.len(), 1, "one transfer: {served:?}");
+
+    // Both fresh instances were rolled back; the verified image stays cached.
+    let instances = std::fs::read_dir(env.xdg.data.join("rum"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(instances, 0);
+    let list = json_result(&env.rum(&["-o", "json", "image", "list"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["image"]["status"], "verified");
 }
