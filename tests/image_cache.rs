@@ -165,6 +165,24 @@ fn an_interrupted_pull_resumes_in_the_next_run() {
         assert!(std::time::Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Neither delete nor clear touches an image another rum is downloading.
+    let name = listed(&sandbox)[0]["image"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = sandbox.rum(&["image", "delete", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is in use by another rum (pid"),
+        "{}",
+        text(&out)
+    );
+    let out = sandbox.rum(&["image", "clear"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted 0"),
+        "{}",
+        text(&out)
+    );
     // SIGKILL: like a power cut, nothing gets to clean up.
     child.kill().unwrap();
     child.wait().unwrap();

@@ -2,7 +2,7 @@
 
 use crate::image::cache::{self, Listed, ListedState};
 use crate::image::shown::Shown;
-use crate::image::{Cache, Checksum, Downloader, ImageError, Policy, Remote, known};
+use crate::image::{self, Cache, Checksum, Downloader, ImageError, Policy, Remote, known};
 use crate::instance::BaseDirs;
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
@@ -35,7 +35,7 @@ pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exi
     };
     let mut downloader = Downloader::new(Policy::default(), &mut shown);
     match crate::image::fetch(&remote, sha256.as_ref(), &cache, &mut downloader) {
-        Ok(path) => {
+        Ok(image::Resolved { path, .. }) => {
             step.done();
             let meta = cache.get(&name).expect("fetch leaves a verified entry");
             reporter.result(
@@ -121,7 +121,7 @@ pub fn clear(reporter: &Reporter) -> Result<ExitStatus, Error> {
     let mut freed = 0;
     for entry in cache.list() {
         let Ok(_lock) = cache.try_lock(&entry.name)? else {
-            kept.push(json!({ "name": entry.name, "why": "being downloaded" }));
+            kept.push(json!({ "name": entry.name, "why": "busy" }));
             continue;
         };
         let users = users(&dirs, &cache, &entry);

@@ -8,7 +8,7 @@ pub mod download;
 pub mod known;
 pub mod shown;
 
-pub use cache::{Cache, Meta};
+pub use cache::{Cache, CacheLock, Meta};
 pub use checksum::Checksum;
 pub use download::{Downloader, Observer, Policy};
 pub use known::Known;
@@ -89,7 +89,9 @@ pub enum ImageError {
         "`{name}` is used by {}; `rum destroy` them first, or pass --force (they will not start again)", .users.join(", ")
     )]
     InUse { name: String, users: Vec<String> },
-    #[error("`{name}` is being downloaded by {holder}; wait for it to finish")]
+    #[error(
+        "`{name}` is in use by {holder} (downloading it, or creating a VM on it); try again in a moment"
+    )]
     Busy { name: String, holder: String },
     #[error("`{0}` is not a SHA-256; give the 64 hex digits `sha256sum IMAGE` prints")]
     BadSha256(String),
@@ -189,20 +191,30 @@ pub fn file_name(url: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// A base image as a local file. A cached one stays locked (no `rum image
+/// delete`) until this is dropped.
+pub struct Resolved {
+    pub path: PathBuf,
+    pub lock: Option<CacheLock>,
+}
+
 /// The local file to use as the base of `source`, downloading it first if needed.
 pub fn resolve(
     source: &ImageSource,
     sha256: Option<&Checksum>,
     cache: &Cache,
     downloader: &mut Downloader,
-) -> Result<PathBuf, ImageError> {
+) -> Result<Resolved, ImageError> {
     match Remote::from_source(source)? {
         None => {
             let ImageSource::Path(path) = source else {
                 unreachable!("only paths have no remote")
             };
             verify_local(path, sha256, downloader.observer())?;
-            Ok(path.clone())
+            Ok(Resolved {
+                path: path.clone(),
+                lock: None,
+            })
         }
         Some(remote) => fetch(&remote, sha256, cache, downloader),
     }
@@ -215,16 +227,16 @@ pub fn fetch(
     sha256: Option<&Checksum>,
     cache: &Cache,
     downloader: &mut Downloader,
-) -> Result<PathBuf, ImageError> {
+) -> Result<Resolved, ImageError> {
     let name = remote.entry_name();
+    let lock = cache.lock(&name, |holder| downloader.observer().waiting(holder))?;
+    let resolved = |lock| Resolved {
+        path: cache.image_path(&name),
+        lock: Some(lock),
+    };
     if let Some(meta) = cache.get(&name) {
         check_cached(&meta, sha256)?;
-        return Ok(cache.image_path(&name));
-    }
-    let _lock = cache.lock(&name, |holder| downloader.observer().waiting(holder))?;
-    if let Some(meta) = cache.get(&name) {
-        check_cached(&meta, sha256)?;
-        return Ok(cache.image_path(&name));
+        return Ok(resolved(lock));
     }
     let (expected, against) = expected_checksum(remote, sha256, downloader)?;
     let url = remote.url();
@@ -279,7 +291,7 @@ pub fn fetch(
             downloaded,
         },
     )?;
-    Ok(cache.image_path(&name))
+    Ok(resolved(lock))
 }
 
 /// What the download must hash to, and where that came from.

@@ -27,7 +27,7 @@ impl<F: FnMut(u32, Duration, &str)> Observer for Shown<'_, '_, F> {
 
     fn waiting(&mut self, holder: &str) {
         self.step.note(&format!(
-            "waiting for {holder}, which is downloading this image"
+            "waiting for {holder}, which is downloading or using this image"
         ));
     }
 

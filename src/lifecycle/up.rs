@@ -254,20 +254,22 @@ impl Run<'_> {
 
         let overlay = paths.overlay();
         if !overlay.exists() {
-            let base =
+            // `base` holds the cache lock until the overlay exists, so that
+            // `rum image delete` cannot pull the image away meanwhile.
+            let (base, base_info) =
                 self.milestone_shown(Milestone::ImageReady, "Resolving the image", |run, step| {
-                    let path = run.base_image(step)?;
-                    let info = disk::inspect(&path).map_err(UpError::from)?;
-                    Ok((path, info))
+                    let base = run.base_image(step)?;
+                    let info = disk::inspect(&base.path).map_err(UpError::from)?;
+                    Ok((base, info))
                 })?;
-            let (base_path, base_info) = base;
+            let base_path = &base.path;
             let size = config.resources.disk.bytes().max(base_info.virtual_size);
             self.milestone(
                 Milestone::OverlayCreated,
                 "Creating the disk overlay",
                 |run| {
                     create_atomically(&overlay, |tmp| {
-                        disk::create_overlay(tmp, size, &base_path, base_info.format)
+                        disk::create_overlay(tmp, size, base_path, base_info.format)
                     })?;
                     run.guard.push_remove("disk overlay", &overlay);
                     Ok(())
@@ -542,7 +544,7 @@ impl Run<'_> {
 
     /// The base image as a local file: the configured path, or the cached
     /// download (fetched now if needed, each retry kept in the history).
-    fn base_image(&mut self, step: &crate::output::Step) -> Result<PathBuf, Error> {
+    fn base_image(&mut self, step: &crate::output::Step) -> Result<image::Resolved, Error> {
         let image = &self.instance.config.image;
         let cache = image::Cache::new(&self.instance.dirs);
         let state_file = self.instance.paths.state_file();
