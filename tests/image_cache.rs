@@ -30,6 +30,23 @@ fn body(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A server with `len` random bytes at `path`, served with `faults` first.
+fn serving(path: &str, len: usize, seed: u8, faults: Vec<Fault>) -> (FileServer, Vec<u8>) {
+    let server = FileServer::start();
+    let data = body(len, seed);
+    server.add(path, data.clone());
+    server.faults(path, faults);
+    (server, data)
+}
+
+/// A body sent `chunk` bytes at a time, `ms` apart.
+fn slow(chunk: usize, ms: u64) -> Fault {
+    Fault::Slow {
+        chunk,
+        delay: Duration::from_millis(ms),
+    }
+}
+
 fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -81,13 +98,8 @@ fn partial_files(sandbox: &Sandbox) -> Vec<String> {
 #[test]
 fn a_dropped_connection_resumes_and_the_result_verifies() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(3 * MIB, 1);
-    server.add("/img/disk.raw", data.clone());
-    server.faults(
-        "/img/disk.raw",
-        vec![Fault::DropAfter(MIB as u64), Fault::DropAfter(MIB as u64)],
-    );
+    let drops = vec![Fault::DropAfter(MIB as u64), Fault::DropAfter(MIB as u64)];
+    let (server, data) = serving("/img/disk.raw", 3 * MIB, 1, drops);
     let url = server.url("/img/disk.raw");
     let out = pull(&sandbox, &url, Some(&sha256(&data)));
     assert!(out.status.success(), "{}", text(&out));
@@ -131,14 +143,7 @@ fn a_dropped_connection_resumes_and_the_result_verifies() {
 #[test]
 fn an_interrupted_pull_resumes_in_the_next_run() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(4 * MIB, 2);
-    server.add("/disk.raw", data.clone());
-    let slow = Fault::Slow {
-        chunk: 64 << 10,
-        delay: Duration::from_millis(100),
-    };
-    server.faults("/disk.raw", vec![slow]);
+    let (server, data) = serving("/disk.raw", 4 * MIB, 2, vec![slow(64 << 10, 100)]);
     let url = server.url("/disk.raw");
     let sha = sha256(&data);
     let mut child = sandbox
@@ -211,10 +216,7 @@ fn an_interrupted_pull_resumes_in_the_next_run() {
 #[test]
 fn a_503_twice_backs_off_then_succeeds() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(MIB, 3);
-    server.add("/d.raw", data.clone());
-    server.faults("/d.raw", vec![Fault::Status(503), Fault::Status(503)]);
+    let (server, data) = serving("/d.raw", MIB, 3, vec![Fault::Status(503); 2]);
     let out = sandbox.rum(&[
         "-o",
         "json",
@@ -266,9 +268,7 @@ fn a_404_fails_at_once_and_caches_nothing() {
 #[test]
 fn a_bad_checksum_fails_and_caches_nothing() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(2 * MIB, 4);
-    server.add("/dir/disk.raw", data.clone());
+    let (server, data) = serving("/dir/disk.raw", 2 * MIB, 4, vec![]);
     let wrong = sha256(b"something else");
     let out = pull(&sandbox, &server.url("/dir/disk.raw"), Some(&wrong));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -300,9 +300,7 @@ fn a_bad_checksum_fails_and_caches_nothing() {
 #[test]
 fn published_sums_files_verify_without_a_configured_checksum() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(MIB, 5);
-    server.add("/a/disk.raw", data.clone());
+    let (server, data) = serving("/a/disk.raw", MIB, 5, vec![]);
     // No SHA256SUMS here: rum goes on to SHA512SUMS, in the GNU format Debian uses.
     let sha512 = hex(&Sha512::digest(&data));
     server.add(
@@ -358,14 +356,7 @@ fn a_compressed_image_is_refused() {
 #[test]
 fn a_slow_body_shows_progress() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(3 * MIB, 7);
-    server.add("/slow.raw", data.clone());
-    let slow = Fault::Slow {
-        chunk: 256 << 10,
-        delay: Duration::from_millis(500),
-    };
-    server.faults("/slow.raw", vec![slow]);
+    let (server, data) = serving("/slow.raw", 3 * MIB, 7, vec![slow(256 << 10, 500)]);
     let out = pull(&sandbox, &server.url("/slow.raw"), Some(&sha256(&data)));
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -389,15 +380,8 @@ fn a_slow_body_shows_progress() {
 #[test]
 fn two_concurrent_pulls_of_one_url_transfer_it_once() {
     let sandbox = Sandbox::new();
-    let server = FileServer::start();
-    let data = body(2 * MIB, 8);
-    server.add("/shared.raw", data.clone());
     // Slow enough (3 s) that the second starts while the first downloads.
-    let slow = Fault::Slow {
-        chunk: 64 << 10,
-        delay: Duration::from_millis(100),
-    };
-    server.faults("/shared.raw", vec![slow.clone(), slow]);
+    let (server, data) = serving("/shared.raw", 2 * MIB, 8, vec![slow(64 << 10, 100); 2]);
     let url = server.url("/shared.raw");
     let sha = sha256(&data);
     let children: Vec<_> = (0..2)
@@ -553,13 +537,7 @@ fn a_full_disk_fails_at_once_and_caches_nothing() {
     // Fits at the start, then the disk fills up under the download.
     let data = body(40 * MIB, 12);
     server.add("/fills.raw", data.clone());
-    server.faults(
-        "/fills.raw",
-        vec![Fault::Slow {
-            chunk: MIB,
-            delay: Duration::from_millis(150),
-        }],
-    );
+    server.faults("/fills.raw", vec![slow(MIB, 150)]);
     let child = sandbox
         .command(
             &sandbox.project(),
