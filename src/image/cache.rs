@@ -111,11 +111,14 @@ impl Cache {
         self.image_path(name).is_file().then_some(meta)
     }
 
+    /// A partial download's resume information and its length so far.
     pub fn partial(&self, name: &str) -> Option<(PartialMeta, u64)> {
         let bytes = std::fs::metadata(self.partial_path(name)).ok()?.len();
-        let meta =
-            serde_json::from_slice(&std::fs::read(self.partial_meta_path(name)).ok()?).ok()?;
-        Some((meta, bytes))
+        Some((self.partial_meta(name)?, bytes))
+    }
+
+    fn partial_meta(&self, name: &str) -> Option<PartialMeta> {
+        serde_json::from_slice(&std::fs::read(self.partial_meta_path(name)).ok()?).ok()
     }
 
     /// Starts (or continues) a partial download: the file opened for appending.
@@ -219,7 +222,7 @@ impl Cache {
                     }
                 } else {
                     let bytes = std::fs::metadata(self.partial_path(&name)).ok()?.len();
-                    let partial = self.partial(&name).map(|(m, _)| m);
+                    let partial = self.partial_meta(&name);
                     ListedState::Partial {
                         source: partial.as_ref().map(|m| m.source.clone()),
                         bytes,

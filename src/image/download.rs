@@ -84,8 +84,7 @@ impl<'o> Downloader<'o> {
 
     /// A small text file such as a sums file; `None` when the server says 404.
     pub fn text(&mut self, url: &str) -> Result<Option<String>, ImageError> {
-        let agent = self.agent.clone();
-        self.with_retries(url, |_| match agent.get(url).call() {
+        self.with_retries(url, |this| match this.agent.get(url).call() {
             Ok(response) => {
                 let mut body = String::new();
                 response
@@ -110,12 +109,11 @@ impl<'o> Downloader<'o> {
         &mut self,
         url: &str,
         mut attempt: impl FnMut(&mut Self) -> Result<T, (Failure, bool)>,
-    ) -> Result<T, ImageError>
-    where
-        T: Sized,
-    {
+    ) -> Result<T, ImageError> {
         let mut in_a_row = 0;
-        for number in 1.. {
+        let mut number = 0;
+        loop {
+            number += 1;
             let (error, progressed) = match attempt(self) {
                 Ok(value) => return Ok(value),
                 Err((Failure::Persistent(e), _)) => return Err(e),
@@ -134,7 +132,6 @@ impl<'o> Downloader<'o> {
             self.observer.retrying(number, delay, &error);
             std::thread::sleep(delay);
         }
-        unreachable!("the loop returns")
     }
 
     /// One request; the bool says whether it wrote any bytes.

@@ -176,10 +176,7 @@ impl Remote {
                 let file = file.trim_start_matches('.');
                 let file = if file.is_empty() { "image" } else { file };
                 let hash = Sha256::digest(url.as_bytes());
-                format!(
-                    "{file}-{:02x}{:02x}{:02x}{:02x}",
-                    hash[0], hash[1], hash[2], hash[3]
-                )
+                format!("{file}-{}", checksum::hex(&hash[..4]))
             }
         }
     }
