@@ -17,6 +17,7 @@ pub mod output;
 pub mod provision;
 pub mod seed;
 pub mod state;
+pub mod testhook;
 pub mod vm;
 
 pub use error::{Error, ExitStatus};

@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,35 @@ impl InstanceLock {
             path: path.to_path_buf(),
             source,
         };
+        let mut file = loop {
+            let file = Self::take(path, wait, open_error, instance)?;
+            // A lock on a file that was removed meanwhile (an `up` rolled back
+            // and deleted the instance directory) guards nothing: start again.
+            let same = |f: &File| -> std::io::Result<bool> {
+                Ok(f.metadata()?.ino() == std::fs::metadata(path)?.ino())
+            };
+            if same(&file).unwrap_or(false) {
+                break file;
+            }
+        };
+        let record = format!("{} {command}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(record.as_bytes()))
+            .and_then(|()| file.flush())
+            .map_err(open_error)?;
+        Ok(Self {
+            _file: file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn take(
+        path: &Path,
+        wait: LockWait,
+        open_error: impl Fn(std::io::Error) -> InstanceError,
+        instance: &str,
+    ) -> Result<File, InstanceError> {
         // std opens with O_CLOEXEC, so QEMU and other children never inherit the lock.
         let mut file = OpenOptions::new()
             .read(true)
@@ -84,14 +114,14 @@ impl InstanceLock {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(open_error)?;
+            .map_err(&open_error)?;
         let deadline = match wait {
             LockWait::No => Instant::now(),
             LockWait::Up(limit) => Instant::now() + limit,
         };
         loop {
             match file.try_lock() {
-                Ok(()) => break,
+                Ok(()) => return Ok(file),
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(POLL)
                 }
@@ -105,16 +135,6 @@ impl InstanceLock {
                 Err(TryLockError::Error(source)) => return Err(open_error(source)),
             }
         }
-        let record = format!("{} {command}\n", std::process::id());
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(record.as_bytes()))
-            .and_then(|()| file.flush())
-            .map_err(open_error)?;
-        Ok(Self {
-            _file: file,
-            path: path.to_path_buf(),
-        })
     }
 
     /// Who holds the lock at `path` right now, if anyone.

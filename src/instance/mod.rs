@@ -22,6 +22,12 @@ pub enum InstanceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Cannot read {}", .path.display())]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{} is not a private directory of this user (owner uid {owner}, mode {mode:o}); remove it and retry", .path.display())]
     UnsafeDir {
         path: PathBuf,

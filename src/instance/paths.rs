@@ -73,6 +73,17 @@ impl InstancePaths {
         self.data.is_dir()
     }
 
+    /// Whether the data directory holds nothing but the lock file: nothing of
+    /// a VM has been made yet. Only the lock's holder may ask.
+    pub fn is_fresh(&self) -> Result<bool, InstanceError> {
+        let lock = self.lock_file();
+        let entries = std::fs::read_dir(&self.data).map_err(|source| InstanceError::ReadDir {
+            path: self.data.clone(),
+            source,
+        })?;
+        Ok(entries.flatten().all(|e| e.path() == lock))
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.data.join("lock")
     }

@@ -94,7 +94,7 @@ pub struct UpOptions {
 impl UpOptions {
     pub fn from_env() -> Self {
         Self {
-            fail_after: std::env::var("RUM_TEST_FAIL_AFTER").ok(),
+            fail_after: crate::testhook::fail_after(),
             restore: None,
         }
     }
@@ -111,21 +111,23 @@ pub fn up(
     reporter: &Reporter,
 ) -> Result<ExitStatus, Error> {
     let paths = &instance.paths;
-    let fresh = !paths.exists();
     paths.ensure_data_dir()?;
-    let mut guard = Guard::new();
-    if fresh {
-        let data = paths.data.clone();
-        guard.push("instance directory", move || {
-            std::fs::remove_dir_all(&data).map_err(|e| e.to_string())
-        });
-    }
+    crate::testhook::pause("before_lock");
+    // The lock comes first: only its holder may judge the instance fresh and
+    // own (and, on failure, remove) what is in its directory.
     let _lock = InstanceLock::acquire(
         &paths.lock_file(),
         paths.id.as_str(),
         "rum up",
         LockWait::No,
     )?;
+    let mut guard = Guard::new();
+    if paths.is_fresh()? {
+        let data = paths.data.clone();
+        guard.push("instance directory", move || {
+            std::fs::remove_dir_all(&data).map_err(|e| e.to_string())
+        });
+    }
     if let Some(pid) = instance.qemu_pid() {
         guard.disarm();
         reporter.result(
