@@ -4,6 +4,7 @@
 
 use super::ImageError;
 use super::cache::{Cache, PartialMeta};
+use nix::errno::Errno;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -210,7 +211,7 @@ impl<'o> Downloader<'o> {
             };
             if let Err(e) = file.write_all(&buf[..n]) {
                 let path = cache.partial_path(name);
-                let error = if e.raw_os_error() == Some(libc::ENOSPC) {
+                let error = if e.raw_os_error().map(Errno::from_raw) == Some(Errno::ENOSPC) {
                     cache.discard_partial(name);
                     ImageError::DiskFull {
                         dir: cache.root().to_path_buf(),
