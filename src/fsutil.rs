@@ -21,13 +21,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Bytes an unprivileged user may still write on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data; all-zero is a valid value.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-pointer.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0)
-        .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 #[cfg(test)]

@@ -46,8 +46,7 @@ impl BaseDirs {
 }
 
 pub fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    nix::unistd::getuid().as_raw()
 }
 
 /// Creates `path` and any missing parents with mode 0700.

@@ -665,8 +665,10 @@ impl Run<'_> {
         }
         let binary = host::find_virtiofsd().map_err(UpError::from)?;
         let paths = &self.instance.paths;
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         let step = self.reporter.step(format!(
             "Starting virtiofsd for {} mount{}",
             mounts.len(),

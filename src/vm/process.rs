@@ -2,6 +2,9 @@
 //! (own process group, no terminal), checked by pid plus command line so a reused
 //! pid is never mistaken for ours, stopped with SIGTERM then SIGKILL.
 
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -85,30 +88,25 @@ pub fn alive(pid: u32) -> bool {
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns whether it is gone.
 pub fn terminate(pid: u32, grace: Duration) -> bool {
-    signal(pid, libc::SIGTERM);
+    signal(pid, Signal::SIGTERM);
     if wait_for(grace, || !alive(pid)) {
         reap(pid);
         return true;
     }
-    signal(pid, libc::SIGKILL);
+    signal(pid, Signal::SIGKILL);
     let gone = wait_for(Duration::from_secs(5), || !alive(pid));
     reap(pid);
     gone
 }
 
-pub fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions; errors (ESRCH) are fine.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
+pub fn signal(pid: u32, signal: Signal) {
+    // ESRCH (already gone) is what the callers check for next anyway.
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
 }
 
 /// Reaps `pid` if it is our child (spawned by this process); a no-op otherwise.
 fn reap(pid: u32) {
-    // SAFETY: waitpid with WNOHANG on a pid only reads its status.
-    unsafe {
-        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG);
-    }
+    let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
 }
 
 /// Polls `done` every 50 ms until it holds or `timeout` passes.
