@@ -1,10 +1,25 @@
 //! Config errors, rendered with file, line, column and the offending key.
 
 use super::span::{KeyPath, Location, SpanIndex};
-use super::validate::Problem;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
+
+/// A value rum.toml must not have, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: KeyPath,
+    /// Follows the key: "`resources.cpus` must be at least 1".
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// A key that loads but has no effect (kept for files written for libvirt-era rum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub path: KeyPath,
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

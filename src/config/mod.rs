@@ -12,11 +12,11 @@ mod suggest;
 pub mod template;
 mod validate;
 
-pub use error::{ConfigError, LocatedProblem};
+pub use error::{ConfigError, LocatedProblem, Problem, Warning};
 pub use model::*;
 pub use size::ByteSize;
 pub use span::{KeyPath, Location};
-pub use validate::{DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY_MB, Problem, Warning};
+pub use validate::{DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY_MB};
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 
 use super::span::{KeyPath, SpanIndex};
 use super::suggest::closest;
-use super::validate::Problem;
+use super::error::Problem;
 use std::ops::Range;
 
 /// Describes a failed `toml::from_str` in rum's terms.

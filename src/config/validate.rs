@@ -1,7 +1,8 @@
 //! One pass from `RawConfig` to `Config`: applies defaults and collects every
 //! problem with the key it concerns, instead of stopping at the first.
 
-use super::ByteSize;
+use super::error::{Problem, Warning};
+use super::size::ByteSize;
 use super::model::*;
 use super::names::{self, paths_overlap};
 use super::raw::*;
@@ -21,22 +22,6 @@ pub const DEFAULT_USER: &str = "rum";
 pub const DEFAULT_MACHINE: &str = "q35";
 const MIN_MEMORY_MB: u64 = 128;
 const MAX_CPUS: u32 = 255;
-
-/// A value rum.toml must not have, with the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: KeyPath,
-    /// Follows the key: "`resources.cpus` must be at least 1".
-    pub message: String,
-    pub help: Option<String>,
-}
-
-/// A key that loads but has no effect (kept for files written for libvirt-era rum).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub path: KeyPath,
-    pub message: String,
-}
 
 /// What validation needs to know besides the file's contents.
 pub struct Context<'a> {
