@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rum_agent::Transport;
 use rum_agent::protocol::frame::{self, Decoder, Frame, FrameReader, Item};
 use rum_agent::protocol::{
-    ErrorKind, ErrorReply, Event, FromAgent, Hello, HelloReply, Request, TimeSet, ToAgent,
+    ErrorKind, Event, FromAgent, Hello, HelloReply, Request, TimeSet, ToAgent,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::call::{Ctx, Input, OutFrame, Outbox, error, io_error};
 use super::{Agent, exec, files, log, provision, serial, system};
 
 /// Frames queued for the writer.
@@ -95,82 +96,10 @@ struct Conn {
     calls: Arc<Mutex<HashMap<u64, CallEntry>>>,
 }
 
-struct OutFrame {
-    generation: u64,
-    bytes: Vec<u8>,
-}
-
 struct CallEntry {
     generation: u64,
     cancel: watch::Sender<bool>,
     input: Option<mpsc::Sender<Input>>,
-}
-
-/// Input the host streams into a call.
-pub enum Input {
-    Data(Vec<u8>),
-    Eof,
-}
-
-/// Where a call sends its events.
-#[derive(Clone)]
-pub struct Outbox {
-    id: u64,
-    generation: u64,
-    current: Arc<AtomicU64>,
-    tx: mpsc::Sender<OutFrame>,
-}
-
-impl Outbox {
-    /// Queues an event; false once the session is gone.
-    pub async fn send(&self, event: Event, body: &[u8]) -> bool {
-        if self.current.load(Ordering::SeqCst) != self.generation {
-            return false;
-        }
-        let header =
-            serde_json::to_vec(&FromAgent { id: self.id, event }).expect("events serialize");
-        self.tx
-            .send(OutFrame {
-                generation: self.generation,
-                bytes: frame::encode(&header, body),
-            })
-            .await
-            .is_ok()
-    }
-}
-
-/// What a call's task gets.
-pub struct Ctx {
-    pub agent: Arc<Agent>,
-    pub out: Outbox,
-    cancel: watch::Receiver<bool>,
-    /// Present for calls that take input (exec with stdin, push).
-    pub input: Option<mpsc::Receiver<Input>>,
-}
-
-impl Ctx {
-    /// Resolves once the host cancelled the call or its session ended.
-    pub async fn cancelled(&self) {
-        let mut cancel = self.cancel.clone();
-        let _ = cancel.wait_for(|c| *c).await;
-    }
-}
-
-pub fn error(kind: ErrorKind, message: impl Into<String>) -> Event {
-    Event::Error(ErrorReply {
-        kind,
-        message: message.into(),
-    })
-}
-
-/// An I/O failure as an error event, naming `what` failed.
-pub fn io_error(what: &str, e: &io::Error) -> Event {
-    let kind = match e.kind() {
-        io::ErrorKind::NotFound => ErrorKind::NotFound,
-        io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Failed,
-    };
-    error(kind, format!("{what}: {e}"))
 }
 
 impl Conn {
@@ -179,12 +108,7 @@ impl Conn {
     }
 
     fn outbox(&self, id: u64) -> Outbox {
-        Outbox {
-            id,
-            generation: self.current.load(Ordering::SeqCst),
-            current: self.current.clone(),
-            tx: self.out.clone(),
-        }
+        Outbox::new(id, self.current.clone(), self.out.clone())
     }
 
     /// Cancels every call of the current session and starts a new generation.
@@ -333,12 +257,7 @@ impl Conn {
             .await;
             return;
         }
-        let mut ctx = Ctx {
-            agent: self.agent.clone(),
-            out,
-            cancel: cancel_rx,
-            input: input_rx,
-        };
+        let mut ctx = Ctx::new(self.agent.clone(), out, cancel_rx, input_rx);
         let calls = self.calls.clone();
         tokio::spawn(async move {
             let terminal = dispatch(&mut ctx, request).await;

@@ -11,7 +11,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::conn::{Ctx, Input, Outbox, error, io_error};
+use super::call::{Ctx, Input, Outbox, error, io_error};
 use super::system::{self, User};
 
 /// Read size for process output.

@@ -13,7 +13,7 @@ use rum_agent::protocol::{ErrorKind, Event, FileDone, FileInfo, PullRequest, Pus
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::conn::{Ctx, Input, error, io_error};
+use super::call::{Ctx, Input, error, io_error};
 use super::system;
 
 enum Chunk {

@@ -1,6 +1,7 @@
 //! The agent: serves the protocol on every channel the guest has, and runs
 //! the cached boot scripts at boot.
 
+mod call;
 mod conn;
 mod exec;
 mod files;
@@ -8,6 +9,7 @@ mod provision;
 mod serial;
 mod system;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use rum_agent::protocol::{
     AgentVersion, DEFAULT_STATE_DIR, GUEST_SERIAL_PATH, PROTOCOL_VERSION, VSOCK_PORT,
 };
-use rum_agent::transport::vsock::VsockListener;
+use rum_agent::transport::vsock::{FdStream, VsockListener};
 
 pub use provision::State;
 
@@ -175,7 +177,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(path) = args.serial.clone() {
         let agent = agent.clone();
-        tasks.spawn(async move { serial::serve(agent, path).await });
+        tasks.spawn(async move { serve_serial(agent, path).await });
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -208,5 +210,42 @@ async fn serve_vsock(agent: Arc<Agent>, port: u32) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// Serves the port at `path` forever (waiting for it to appear).
+async fn serve_serial(agent: Arc<Agent>, path: PathBuf) {
+    let mut complained = false;
+    loop {
+        let fd = match serial::open(&path) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !complained {
+                    log!("cannot open {} yet ({e}); retrying", path.display());
+                    complained = true;
+                }
+                tokio::time::sleep(serial::POLL * 10).await;
+                continue;
+            }
+        };
+        complained = false;
+        let raw = fd.as_raw_fd();
+        let stream = match FdStream::new(fd) {
+            Ok(s) => s,
+            Err(e) => {
+                log!("cannot poll {}: {e}", path.display());
+                tokio::time::sleep(serial::POLL * 10).await;
+                continue;
+            }
+        };
+        log!("serving {}", path.display());
+        if !serial::host_connected(raw) {
+            serial::wait_for_host(raw).await;
+        }
+        match conn::serve(agent.clone(), stream, conn::EndOfStream::WaitForHost(raw)).await {
+            Ok(()) => {}
+            Err(e) => log!("{} failed: {e}; reopening", path.display()),
+        }
+        tokio::time::sleep(serial::POLL).await;
     }
 }

@@ -31,7 +31,7 @@ use rum_agent::protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::conn::{Ctx, Outbox, error};
+use super::call::{Ctx, Outbox, error};
 use super::exec::{self, Spec, Stream};
 use super::{Agent, log, system};
 

@@ -8,61 +8,25 @@
 //! session, polls until POLLHUP clears, and serves the next host on the same
 //! file descriptor, skipping to its handshake. The device is reopened only
 //! if it breaks (hot-unplug).
+//!
+//! This module is the device (opening it, seeing whether a host is there);
+//! the loop that serves it is `serve_serial` in the parent module, and the
+//! connection (`conn`) waits here for the next host.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use rum_agent::transport::vsock::FdStream;
-
-use super::conn::{self, EndOfStream};
-use super::{Agent, log};
+use super::log;
 
 /// How often to look for the device, or for a host, while there is none.
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
-/// Serves the port at `path` forever (waiting for it to appear).
-pub async fn serve(agent: Arc<Agent>, path: PathBuf) {
-    let mut complained = false;
-    loop {
-        let fd = match open(&path) {
-            Ok(fd) => fd,
-            Err(e) => {
-                if !complained {
-                    log!("cannot open {} yet ({e}); retrying", path.display());
-                    complained = true;
-                }
-                tokio::time::sleep(POLL * 10).await;
-                continue;
-            }
-        };
-        complained = false;
-        let raw = fd.as_raw_fd();
-        let stream = match FdStream::new(fd) {
-            Ok(s) => s,
-            Err(e) => {
-                log!("cannot poll {}: {e}", path.display());
-                tokio::time::sleep(POLL * 10).await;
-                continue;
-            }
-        };
-        log!("serving {}", path.display());
-        if !host_connected(raw) {
-            wait_for_host(raw).await;
-        }
-        match conn::serve(agent.clone(), stream, EndOfStream::WaitForHost(raw)).await {
-            Ok(()) => {}
-            Err(e) => log!("{} failed: {e}; reopening", path.display()),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn open(path: &Path) -> io::Result<OwnedFd> {
+/// Opens the port (read-write, non-blocking, never our controlling tty).
+pub fn open(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     // open(2) with a valid C string; the fd is ours on success.
@@ -80,7 +44,7 @@ fn open(path: &Path) -> io::Result<OwnedFd> {
 
 /// Whether a host is connected now (no POLLHUP). Anything that is not a
 /// virtio-serial port never reports POLLHUP while open, so counts as connected.
-fn host_connected(fd: RawFd) -> bool {
+pub fn host_connected(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
