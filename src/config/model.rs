@@ -85,6 +85,27 @@ pub struct Drive {
     pub size: ByteSize,
 }
 
+/// A virtio-blk serial holds at most 20 bytes (`VIRTIO_BLK_ID_BYTES`); QEMU
+/// drops the rest, so drive names must differ within their first 20.
+pub const VIRTIO_SERIAL_LEN: usize = 20;
+
+impl Drive {
+    /// The serial QEMU gives this drive, by which the guest tells it from the
+    /// others (`/dev/disk/by-id/virtio-<serial>`).
+    pub fn serial(&self) -> &str {
+        virtio_serial(&self.name)
+    }
+}
+
+/// The serial of a drive named `name`: its first [`VIRTIO_SERIAL_LEN`]
+/// characters (drive names are ASCII). Prefer [`Drive::serial`].
+pub fn virtio_serial(name: &str) -> &str {
+    match name.char_indices().nth(VIRTIO_SERIAL_LEN) {
+        Some((at, _)) => &name[..at],
+        None => name,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsKind {
@@ -195,3 +216,25 @@ macro_rules! config_enum {
 config_enum!(Accel { Auto = "auto", Kvm = "kvm", Tcg = "tcg" });
 config_enum!(FirmwareChoice { Auto = "auto", Bios = "bios", Uefi = "uefi" });
 config_enum!(AgentTransport { Auto = "auto", Vsock = "vsock", Serial = "serial" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drive_serial_is_the_first_20_characters_of_its_name() {
+        let drive = |name: &str| Drive {
+            name: name.to_owned(),
+            size: ByteSize::from_bytes(1 << 30),
+        };
+        assert_eq!(drive("data").serial(), "data");
+        assert_eq!(
+            drive("a-very-long-drive-name-indeed").serial(),
+            "a-very-long-drive-na"
+        );
+        assert_eq!(
+            drive("exactly-twenty-chars").serial().len(),
+            VIRTIO_SERIAL_LEN
+        );
+    }
+}

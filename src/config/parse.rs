@@ -1,8 +1,8 @@
 //! TOML and serde errors turned into problems that name the key.
 
+use super::error::Problem;
 use super::span::{KeyPath, SpanIndex};
 use super::suggest::closest;
-use super::error::Problem;
 use std::ops::Range;
 
 /// Describes a failed `toml::from_str` in rum's terms.

@@ -2,10 +2,10 @@
 //! problem with the key it concerns, instead of stopping at the first.
 
 use super::error::{Problem, Warning};
-use super::size::ByteSize;
 use super::model::*;
 use super::names::{self, paths_overlap};
 use super::raw::*;
+use super::size::ByteSize;
 use super::size::{GIB, MIB};
 use super::span::KeyPath;
 use super::suggest::closest;
@@ -488,7 +488,6 @@ fn mount_source(c: &mut Checker, path: KeyPath, text: &str, dir: &Path) -> Optio
 }
 
 fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
-    use crate::provision::fs_script::{VIRTIO_SERIAL_LEN, virtio_serial};
     let mut out = Vec::new();
     for (name, drive) in raw {
         let path = KeyPath::root().key("drives").key(&name);
@@ -502,11 +501,9 @@ fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
         };
         let size = size(c, path.key("size"), &text, MIB, "1M");
         // The guest tells drives apart by their virtio serial: the name's first 20 characters.
-        let serial = virtio_serial(&name);
-        if let Some(other) = out
-            .iter()
-            .find(|d: &&Drive| virtio_serial(&d.name) == serial)
-        {
+        let drive = Drive { name, size };
+        let serial = drive.serial();
+        if let Some(other) = out.iter().find(|d: &&Drive| d.serial() == serial) {
             c.problem(
                 path,
                 format!(
@@ -515,7 +512,7 @@ fn drives(c: &mut Checker, raw: BTreeMap<String, RawDrive>) -> Vec<Drive> {
                 ),
             );
         }
-        out.push(Drive { name, size });
+        out.push(drive);
     }
     out
 }

@@ -11,9 +11,9 @@
 use crate::config::{Drive, Filesystem, FsKind};
 use rum_seed::shell::{fstab_field, quote};
 
-/// A virtio-blk serial holds at most 20 bytes (`VIRTIO_BLK_ID_BYTES`); QEMU
-/// drops the rest, so drive names must differ within their first 20.
-pub const VIRTIO_SERIAL_LEN: usize = 20;
+/// The drive-serial rule lives with the drive type in `config`; re-exported
+/// here for callers of the old path (`vm::qemu_args`).
+pub use crate::config::{VIRTIO_SERIAL_LEN, virtio_serial};
 
 /// Ends every fstab line the script writes. Not the seed's bare
 /// `# rum-managed`: `rum-setup.sh` drops lines ending in that on every boot
@@ -23,17 +23,22 @@ pub const FSTAB_MARKER: &str = "# rum-managed fs";
 /// Seconds the script waits for a drive's device node to appear.
 const DEVICE_WAIT_SECS: u32 = 30;
 
-/// The serial QEMU gives drive `name`: its first 20 characters (drive names are ASCII).
-pub fn virtio_serial(name: &str) -> &str {
-    match name.char_indices().nth(VIRTIO_SERIAL_LEN) {
-        Some((at, _)) => &name[..at],
-        None => name,
-    }
+/// The guest's device node for `drive`, as udev names it.
+pub fn device_path(drive: &Drive) -> String {
+    format!("/dev/disk/by-id/virtio-{}", drive.serial())
 }
 
-/// The guest's device node for drive `name`, as udev names it.
-pub fn device_path(name: &str) -> String {
-    format!("/dev/disk/by-id/virtio-{}", virtio_serial(name))
+/// The `[drives]` entries `fs` is made of, in its order.
+fn members<'a>(fs: &Filesystem, drives: &'a [Drive]) -> Vec<&'a Drive> {
+    fs.drives
+        .iter()
+        .map(|name| {
+            drives
+                .iter()
+                .find(|d| &d.name == name)
+                .expect("validation lets only defined drives through")
+        })
+        .collect()
 }
 
 /// The script that formats and mounts `filesystems`, run as root with `sh`;
@@ -42,13 +47,7 @@ pub fn fs_script(drives: &[Drive], filesystems: &[Filesystem]) -> Option<String>
     if filesystems.is_empty() {
         return None;
     }
-    debug_assert!(
-        filesystems
-            .iter()
-            .flat_map(|fs| &fs.drives)
-            .all(|name| drives.iter().any(|d| &d.name == name)),
-        "validation lets only defined drives through"
-    );
+    let members: Vec<Vec<&Drive>> = filesystems.iter().map(|fs| members(fs, drives)).collect();
     let mut s = String::from(PRELUDE);
     // Every tool first: a missing one stops the script before it touches a drive.
     let mut tools = Vec::new();
@@ -63,11 +62,11 @@ pub fn fs_script(drives: &[Drive], filesystems: &[Filesystem]) -> Option<String>
             quote(&format!("[[fs.{kind}]]"))
         );
     }
-    for fs in filesystems {
+    for (fs, members) in filesystems.iter().zip(&members) {
         s += "\n";
         s += &match fs.kind {
-            FsKind::Zfs => zfs(fs),
-            _ => block_fs(fs),
+            FsKind::Zfs => zfs(fs, members),
+            _ => block_fs(fs, members),
         };
     }
     Some(s)
@@ -182,7 +181,7 @@ fn needs(kind: FsKind) -> Vec<(&'static str, &'static str, &'static str)> {
 
 /// `# [[fs.KIND]] a, b -> TARGET` with every drive waited for; returns the
 /// `NAME DEVICE` arguments of `drives_state`.
-fn header_and_wait(s: &mut String, fs: &Filesystem) -> String {
+fn header_and_wait(s: &mut String, fs: &Filesystem, members: &[&Drive]) -> String {
     // A comment holds any text but a newline, and targets have none (config validation).
     *s += &format!(
         "# [[fs.{}]] {} -> {}\n",
@@ -191,8 +190,8 @@ fn header_and_wait(s: &mut String, fs: &Filesystem) -> String {
         fs.target
     );
     let mut pairs = Vec::new();
-    for name in &fs.drives {
-        let (name, device) = (quote(name), quote(&device_path(name)));
+    for drive in members {
+        let (name, device) = (quote(&drive.name), quote(&device_path(drive)));
         *s += &format!("wait_drive {name} {device} {DEVICE_WAIT_SECS}\n");
         pairs.push(format!("{name} {device}"));
     }
@@ -200,11 +199,11 @@ fn header_and_wait(s: &mut String, fs: &Filesystem) -> String {
 }
 
 /// ext4, xfs and btrfs: mkfs on empty drives, an fstab line by UUID, mount.
-fn block_fs(fs: &Filesystem) -> String {
+fn block_fs(fs: &Filesystem, members: &[&Drive]) -> String {
     let mut s = String::new();
-    let pairs = header_and_wait(&mut s, fs);
+    let pairs = header_and_wait(&mut s, fs, members);
     let kind = fs.kind.as_str();
-    let devices: Vec<String> = fs.drives.iter().map(|d| quote(&device_path(d))).collect();
+    let devices: Vec<String> = members.iter().map(|d| quote(&device_path(d))).collect();
     let mkfs = match fs.kind {
         FsKind::Ext4 => format!("mkfs.ext4 -q {}", devices.join(" ")),
         FsKind::Xfs => format!("mkfs.xfs -q {}", devices.join(" ")),
@@ -243,16 +242,16 @@ fn block_fs(fs: &Filesystem) -> String {
 
 /// zfs: the pool is kept if it exists or can be imported, else created on
 /// empty drives with the target as its mountpoint; zfs mounts it itself.
-fn zfs(fs: &Filesystem) -> String {
+fn zfs(fs: &Filesystem, members: &[&Drive]) -> String {
     let mut s = String::new();
-    let pairs = header_and_wait(&mut s, fs);
+    let pairs = header_and_wait(&mut s, fs, members);
     let pool = quote(fs.pool.as_deref().unwrap_or(&fs.drives[0]));
     let target = quote(&fs.target);
     let vdev = match fs.mode.as_deref() {
         None | Some("stripe") => String::new(),
         Some(mode) => format!("{} ", quote(mode)),
     };
-    let devices: Vec<String> = fs.drives.iter().map(|d| quote(&device_path(d))).collect();
+    let devices: Vec<String> = members.iter().map(|d| quote(&device_path(d))).collect();
     let not_empty = quote(&format!(
         "zfs pool {} is not imported and cannot be; its drives are not empty, so rum leaves them alone",
         fs.pool.as_deref().unwrap_or(&fs.drives[0])
@@ -369,13 +368,13 @@ mod tests {
 
     #[test]
     fn serial_is_the_first_20_characters_of_the_name() {
-        assert_eq!(virtio_serial("data"), "data");
+        let [short, long] =
+            <[Drive; 2]>::try_from(drives(&["data", "a-very-long-drive-name-indeed"])).unwrap();
+        assert_eq!(short.serial(), "data");
+        assert_eq!(virtio_serial(&short.name), "data");
+        assert_eq!(long.serial(), "a-very-long-drive-na");
         assert_eq!(
-            virtio_serial("a-very-long-drive-name-indeed"),
-            "a-very-long-drive-na"
-        );
-        assert_eq!(
-            device_path("a-very-long-drive-name-indeed"),
+            device_path(&long),
             "/dev/disk/by-id/virtio-a-very-long-drive-na"
         );
     }
