@@ -19,7 +19,7 @@ use rum_agent::protocol::{
 };
 use rum_agent::transport::vsock::{FdStream, VsockListener};
 
-pub use provision::State;
+use provision::{ProvisionStore, Runs};
 
 /// Prints a line to stderr (the journal, under systemd); a closed stderr is
 /// no reason to stop (`eprintln!` would panic).
@@ -116,7 +116,10 @@ impl Args {
 /// What every connection shares.
 pub struct Agent {
     pub version: AgentVersion,
-    pub state: State,
+    /// Provisioning's files under the state root.
+    pub store: ProvisionStore,
+    /// Serialises provisioning runs.
+    pub runs: Runs,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -132,9 +135,13 @@ pub async fn run(args: Args) -> Result<(), String> {
         );
         return Ok(());
     }
-    let state = State::open(&args.state_dir)
+    let store = ProvisionStore::open(&args.state_dir)
         .map_err(|e| format!("cannot use state dir {}: {e}", args.state_dir.display()))?;
-    let agent = Arc::new(Agent { version, state });
+    let agent = Arc::new(Agent {
+        version,
+        store,
+        runs: Runs::new(),
+    });
     log!(
         "protocol {} build {} boot {} state {}",
         agent.version.version,

@@ -1,174 +1,50 @@
-//! Provisioning: ordered `sh -c` scripts, the system-provisioned sentinel,
-//! the script cache, logs, and the boot run.
-//!
-//! The state root (default `/var/lib/rum`):
-//!
-//! ```text
-//! .system-provisioned   written once every system script has succeeded
-//! scripts/manifest.json the last provisioned list, in run order
-//! scripts/NNN-name.sh   each script's content
-//! logs/host-<ms>.log    one log per run (host = a provision call,
-//! logs/boot-<ms>.log      boot = the agent's own run at boot)
-//! results.json          the last run of each kind
-//! boot-scripts-ran      the boot id whose boot scripts have run
-//! ```
-//!
-//! At start the agent runs the cached boot scripts once per boot (unless a
-//! run already covered this boot), with or without a host — provided
-//! system provisioning completed (or there are no system scripts).
+//! Provisioning runs: a host's `provision` call, the agent's own run of the
+//! cached boot scripts at boot, and the script runner both share (ordered
+//! `sh -c`, stop at the first failure, output streamed to the host and the
+//! run's log, the sentinel once every system script succeeded).
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rum_agent::protocol::{
-    CachedScript, ErrorKind, Event, ExitStatus, FailedScript, OutputStream, ProvisionRequest,
-    ProvisionResult, RunOn, RunRecord, Script, ScriptOutcome, ScriptState, Status, Trigger,
+    ErrorKind, Event, ExitStatus, FailedScript, OutputStream, ProvisionRequest, ProvisionResult,
+    RunOn, RunRecord, Script, ScriptOutcome, ScriptState, Trigger,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::call::{Ctx, Outbox, error};
-use super::exec::{self, Spec, Stream};
-use super::{Agent, log, system};
+use super::store::{LogFile, ProvisionStore};
+use crate::server::call::{Ctx, Outbox, error};
+use crate::server::exec::{self, Spec, Stream};
+use crate::server::{Agent, log, system};
 
-/// Logs kept per trigger.
-const KEEP_LOGS: usize = 20;
-
-/// The state root and what serialises runs.
-pub struct State {
-    root: PathBuf,
+/// What serialises runs, and whether one is going on.
+pub struct Runs {
     lock: tokio::sync::Mutex<()>,
     running: AtomicBool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    scripts: Vec<ManifestEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ManifestEntry {
-    name: String,
-    order: i64,
-    run_on: RunOn,
-    /// File name under `scripts/`.
-    file: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Results {
-    last_provision: Option<RunRecord>,
-    last_boot_run: Option<RunRecord>,
-}
-
-impl State {
-    pub fn open(root: &Path) -> io::Result<State> {
-        for dir in [root.to_path_buf(), root.join("scripts"), root.join("logs")] {
-            fs::create_dir_all(&dir)?;
-        }
-        fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
-        Ok(State {
-            root: root.to_path_buf(),
+impl Runs {
+    pub fn new() -> Runs {
+        Runs {
             lock: tokio::sync::Mutex::new(()),
             running: AtomicBool::new(false),
-        })
-    }
-
-    fn sentinel(&self) -> PathBuf {
-        self.root.join(".system-provisioned")
-    }
-
-    fn scripts_dir(&self) -> PathBuf {
-        self.root.join("scripts")
-    }
-
-    fn manifest(&self) -> Manifest {
-        fs::read(self.scripts_dir().join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn results(&self) -> Results {
-        fs::read(self.root.join("results.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn boot_scripts_ran_for(&self) -> Option<String> {
-        fs::read_to_string(self.root.join("boot-scripts-ran"))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    }
-
-    fn record(&self, record: RunRecord) -> io::Result<()> {
-        let mut results = self.results();
-        match record.trigger {
-            Trigger::Host => results.last_provision = Some(record),
-            Trigger::Boot => results.last_boot_run = Some(record),
         }
-        let json = serde_json::to_vec_pretty(&results).expect("results serialize");
-        write_atomic(&self.root.join("results.json"), &json, 0o644)
     }
 
-    /// Replaces the cache with `scripts` (already in run order).
-    fn cache(&self, scripts: &[Script]) -> io::Result<()> {
-        let dir = self.scripts_dir();
-        let mut manifest = Manifest::default();
-        for (i, s) in scripts.iter().enumerate() {
-            let file = format!("{i:03}-{}.sh", sanitize(&s.name));
-            write_atomic(&dir.join(&file), s.content.as_bytes(), 0o700)?;
-            manifest.scripts.push(ManifestEntry {
-                name: s.name.clone(),
-                order: s.order,
-                run_on: s.run_on,
-                file,
-            });
-        }
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        write_atomic(&dir.join("manifest.json"), &json, 0o644)?;
-        for entry in fs::read_dir(&dir)? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if name != "manifest.json" && !manifest.scripts.iter().any(|s| s.file == name) {
-                let _ = fs::remove_file(dir.join(name));
-            }
-        }
-        Ok(())
-    }
-
-    fn cached_boot_scripts(&self, manifest: &Manifest) -> io::Result<Vec<Script>> {
-        manifest
-            .scripts
-            .iter()
-            .filter(|e| e.run_on == RunOn::Boot)
-            .map(|e| {
-                Ok(Script {
-                    name: e.name.clone(),
-                    content: fs::read_to_string(self.scripts_dir().join(&e.file))?,
-                    order: e.order,
-                    run_on: e.run_on,
-                })
-            })
-            .collect()
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
     }
 }
 
 /// A `provision` call: cache the scripts, run them, report as they go.
 pub async fn host_run(ctx: &mut Ctx, req: ProvisionRequest) -> Event {
-    let state = &ctx.agent.state;
     let _guard = tokio::select! {
-        guard = state.lock.lock() => guard,
+        guard = ctx.agent.runs.lock.lock() => guard,
         () = ctx.cancelled() => return error(ErrorKind::Cancelled, "cancelled while waiting for another run"),
     };
     let mut scripts = req.scripts;
     scripts.sort_by_key(|s| s.order);
-    if let Err(e) = state.cache(&scripts) {
+    if let Err(e) = ctx.agent.store.cache(&scripts) {
         return error(ErrorKind::Failed, format!("cannot cache the scripts: {e}"));
     }
     let result = run_list(&ctx.agent, Some(ctx), &scripts, Trigger::Host).await;
@@ -177,22 +53,22 @@ pub async fn host_run(ctx: &mut Ctx, req: ProvisionRequest) -> Event {
 
 /// At agent start: run the cached boot scripts if this boot has not had them.
 pub async fn boot_run(agent: &Agent) {
-    let state = &agent.state;
-    let _guard = state.lock.lock().await;
+    let store = &agent.store;
+    let _guard = agent.runs.lock.lock().await;
     let boot_id = &agent.version.boot_id;
-    if state.boot_scripts_ran_for().as_deref() == Some(boot_id.as_str()) {
+    if store.boot_scripts_ran_for().as_deref() == Some(boot_id.as_str()) {
         return;
     }
-    let manifest = state.manifest();
+    let manifest = store.manifest();
     let has_system = manifest.scripts.iter().any(|s| s.run_on == RunOn::System);
     if !manifest.scripts.iter().any(|s| s.run_on == RunOn::Boot) {
         return;
     }
-    if has_system && !state.sentinel().exists() {
+    if has_system && !store.system_provisioned() {
         log!("boot scripts not run: system provisioning has not completed");
         return;
     }
-    let scripts = match state.cached_boot_scripts(&manifest) {
+    let scripts = match store.cached_scripts(&manifest, RunOn::Boot) {
         Ok(s) => s,
         Err(e) => {
             log!("cannot read the cached boot scripts: {e}");
@@ -220,20 +96,16 @@ async fn run_list(
     scripts: &[Script],
     trigger: Trigger,
 ) -> ProvisionResult {
-    let state = &agent.state;
-    state.running.store(true, Ordering::SeqCst);
+    let store = &agent.store;
+    agent.runs.running.store(true, Ordering::SeqCst);
     let started_ms = system::now_unix_ms();
     let kind = match trigger {
         Trigger::Host => "host",
         Trigger::Boot => "boot",
     };
-    let log_path = state
-        .root
-        .join("logs")
-        .join(format!("{kind}-{started_ms}.log"));
-    let mut log_file = LogFile::create(&log_path);
+    let (log_path, mut log_file) = store.create_log(kind, started_ms);
     let out = ctx.map(|c| c.out.clone());
-    let sentinel_present = state.sentinel().exists();
+    let sentinel_present = store.system_provisioned();
     let total_system = scripts.iter().filter(|s| s.run_on == RunOn::System).count();
     let mut system_ok = 0;
     let mut sentinel_written = sentinel_present;
@@ -289,7 +161,7 @@ async fn run_list(
             && system_ok == total_system
             && total_system > 0
         {
-            sentinel_written = write_sentinel(state, &agent.version.boot_id, &mut log_file);
+            sentinel_written = write_sentinel(store, &agent.version.boot_id, &mut log_file);
         }
         if let Some(out) = &out {
             out.send(
@@ -310,7 +182,7 @@ async fn run_list(
         });
     }
     if trigger == Trigger::Host && !sentinel_written && total_system == 0 && failed.is_none() {
-        write_sentinel(state, &agent.version.boot_id, &mut log_file);
+        write_sentinel(store, &agent.version.boot_id, &mut log_file);
     }
     let result = ProvisionResult {
         ok: failed.is_none(),
@@ -325,34 +197,29 @@ async fn run_list(
         finished_unix_ms: system::now_unix_ms(),
         result: result.clone(),
     };
-    if let Err(e) = state.record(record) {
+    if let Err(e) = store.record(record) {
         log!("cannot record the run: {e}");
     }
     // Every boot script has now run on this boot (a host run runs them all
     // unless one failed).
     if result.ok
-        && let Err(e) = write_atomic(
-            &state.root.join("boot-scripts-ran"),
-            agent.version.boot_id.as_bytes(),
-            0o644,
-        )
+        && let Err(e) = store.mark_boot_scripts_ran(&agent.version.boot_id)
     {
         log!("cannot record the boot run: {e}");
     }
-    prune_logs(&state.root.join("logs"), kind);
-    state.running.store(false, Ordering::SeqCst);
+    store.prune_logs(kind);
+    agent.runs.running.store(false, Ordering::SeqCst);
     result
 }
 
-fn write_sentinel(state: &State, boot_id: &str, log_file: &mut LogFile) -> bool {
-    let content = format!("{} {boot_id}\n", system::now_unix_ms());
-    match write_atomic(&state.sentinel(), content.as_bytes(), 0o644) {
+fn write_sentinel(store: &ProvisionStore, boot_id: &str, log_file: &mut LogFile) -> bool {
+    match store.write_sentinel(system::now_unix_ms(), boot_id) {
         Ok(()) => {
             log_file.line("--- system provisioning complete");
             true
         }
         Err(e) => {
-            log!("cannot write {}: {e}", state.sentinel().display());
+            log!("cannot write {}: {e}", store.sentinel().display());
             false
         }
     }
@@ -426,141 +293,4 @@ async fn run_script(
         log_file.write(&data);
     }
     status
-}
-
-/// Provisioning state for the `status` call.
-pub fn status(agent: &Agent) -> Event {
-    let state = &agent.state;
-    let manifest = state.manifest();
-    let results = state.results();
-    Event::Status(Box::new(Status {
-        agent: agent.version.clone(),
-        state_dir: state.root.display().to_string(),
-        system_provisioned: state.sentinel().exists(),
-        scripts: manifest
-            .scripts
-            .into_iter()
-            .map(|e| CachedScript {
-                path: state.scripts_dir().join(&e.file).display().to_string(),
-                name: e.name,
-                order: e.order,
-                run_on: e.run_on,
-            })
-            .collect(),
-        running: state.running.load(Ordering::SeqCst),
-        boot_scripts_ran_for: state.boot_scripts_ran_for(),
-        last_provision: results.last_provision,
-        last_boot_run: results.last_boot_run,
-    }))
-}
-
-/// A run's log; write errors are reported once and otherwise ignored.
-struct LogFile {
-    file: Option<fs::File>,
-}
-
-impl LogFile {
-    fn create(path: &Path) -> LogFile {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path);
-        LogFile {
-            file: match file {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    log!("cannot write {}: {e}", path.display());
-                    None
-                }
-            },
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        if let Some(f) = &mut self.file
-            && f.write_all(data).is_err()
-        {
-            self.file = None;
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        self.write(format!("{text}\n").as_bytes());
-    }
-}
-
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = path.with_extension("rum-tmp");
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A file-name-safe version of a script name.
-fn sanitize(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if s.is_empty() {
-        "script".to_string()
-    } else {
-        s
-    }
-}
-
-fn prune_logs(dir: &Path, kind: &str) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!("{kind}-");
-    let mut logs: Vec<(i64, PathBuf)> = entries
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            let name = path.file_name()?.to_str()?;
-            let ms = name
-                .strip_prefix(&prefix)?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((ms, path))
-        })
-        .collect();
-    logs.sort();
-    let excess = logs.len().saturating_sub(KEEP_LOGS);
-    for (_, path) in logs.into_iter().take(excess) {
-        let _ = fs::remove_file(path);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_become_safe_file_names() {
-        assert_eq!(sanitize("drives & fs/0"), "drives___fs_0");
-        assert_eq!(sanitize(""), "script");
-    }
 }
