@@ -86,8 +86,8 @@ pub enum Command {
     Retry {
         /// Restore the post-system checkpoint and run only the boot scripts
         /// (when the system scripts are unchanged)
-        #[arg(long, value_parser = ["boot"])]
-        from: Option<String>,
+        #[arg(long, value_enum)]
+        from: Option<RetryFrom>,
         /// Provisioning is done: delete rum's snapshots
         #[arg(long, conflicts_with = "from")]
         done: bool,
@@ -171,4 +171,11 @@ pub enum SeedCommand {
 pub enum ConfigCommand {
     /// Validate rum.toml and print the resolved config
     Check,
+}
+
+/// Where `rum retry --from` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetryFrom {
+    /// The boot scripts, after the post-system checkpoint
+    Boot,
 }

@@ -41,11 +41,11 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
-    Up(#[from] crate::lifecycle::up::UpError),
+    Up(#[from] crate::lifecycle::error::UpError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
-    Injected(#[from] crate::lifecycle::up::Injected),
+    Injected(#[from] crate::lifecycle::error::Injected),
     #[error(transparent)]
     Agent(#[from] crate::lifecycle::AgentError),
     #[error(transparent)]
@@ -54,8 +54,6 @@ pub enum Error {
     Snapshot(#[from] crate::lifecycle::snapshots::SnapshotError),
     #[error(transparent)]
     Script(#[from] crate::provision::scripts::ScriptError),
-    #[error(transparent)]
-    SnapshotCommand(crate::commands::SnapshotCommandError),
     #[error("{} already exists; edit it, or pass `-c OTHER.rum.toml` to create another", .0.display())]
     ConfigExists(PathBuf),
     #[error("Cannot write {}", .path.display())]
@@ -97,15 +95,8 @@ impl Error {
             Error::Destroy(crate::lifecycle::stop::DestroyError::HasSnapshots { .. }) => {
                 ExitStatus::Usage
             }
-            Error::Up(
-                crate::lifecycle::up::UpError::BadAccelEnv(_)
-                | crate::lifecycle::up::UpError::DevicesChanged { .. },
-            ) => ExitStatus::Usage,
-            Error::SnapshotCommand(
-                crate::commands::SnapshotCommandError::Unknown { .. }
-                | crate::commands::SnapshotCommandError::BadName(_)
-                | crate::commands::SnapshotCommandError::Exists(_),
-            ) => ExitStatus::Usage,
+            Error::Up(e) if e.is_usage() => ExitStatus::Usage,
+            Error::Snapshot(e) if e.is_usage() => ExitStatus::Usage,
             _ => ExitStatus::Failure,
         }
     }

@@ -15,12 +15,12 @@ pub enum Which {
 }
 
 fn attempts(instance: &Instance) -> Vec<Attempt> {
-    let dir = instance.paths.logs_dir().join("provision");
+    let dir = instance.paths.attempts_dir();
     let mut out: Vec<Attempt> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("result.json")).ok())
+                .filter_map(|e| std::fs::read(e.path().join(crate::instance::ATTEMPT_RESULT)).ok())
                 .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
                 .collect()
         })

@@ -18,7 +18,6 @@ mod up;
 use crate::cli::{Cli, Command, ConfigCommand, ImageCommand, SeedCommand, SnapshotCommand};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
-pub use snapshot::SnapshotCommandError;
 use std::path::PathBuf;
 
 pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
@@ -53,12 +52,14 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
             destination,
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
         Command::Retry { from, done, reset } => {
-            let options = crate::lifecycle::retry::RetryOptions {
-                from_boot: from.is_some(),
-                done: *done,
-                reset: *reset,
+            use crate::lifecycle::retry::RetryMode;
+            let mode = match (from, done, reset) {
+                (Some(crate::cli::RetryFrom::Boot), _, _) => RetryMode::FromBoot,
+                (_, true, _) => RetryMode::Done,
+                (_, _, true) => RetryMode::Reset,
+                _ => RetryMode::Full,
             };
-            retry::run(&config_file(cli, &cwd)?, &options, reporter)
+            retry::run(&config_file(cli, &cwd)?, mode, reporter)
         }
         Command::Log {
             failed,

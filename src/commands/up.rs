@@ -4,8 +4,8 @@
 //! the rest work from another terminal meanwhile.
 
 use crate::instance::{InstanceLock, LockWait};
-use crate::lifecycle::retry::{RetryOptions, retry};
-use crate::lifecycle::up::{UpOptions, up};
+use crate::lifecycle::retry::{RetryMode, retry};
+use crate::lifecycle::up::up;
 use crate::lifecycle::{Instance, runtime, stop};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
@@ -19,7 +19,7 @@ pub fn run(file: &Path, detach: bool, reporter: &Reporter) -> Result<ExitStatus,
         reporter.warn(&format!("`{}` {}", warning.path, warning.message));
     }
     let was_running = instance.qemu_pid().is_some();
-    let status = up(&instance, &UpOptions::from_env(), reporter)?;
+    let status = up(&instance, reporter)?;
     if detach || was_running || !std::io::stdin().is_terminal() || instance.qemu_pid().is_none() {
         return Ok(status);
     }
@@ -54,15 +54,7 @@ fn foreground(
         });
         match input {
             Input::Retry => {
-                status = match retry(
-                    instance,
-                    &RetryOptions {
-                        from_boot: false,
-                        done: false,
-                        reset: false,
-                    },
-                    reporter,
-                ) {
+                status = match retry(instance, RetryMode::Full, reporter) {
                     Ok(status) => status,
                     Err(e) => {
                         reporter.error(&e, e.exit_status().code());

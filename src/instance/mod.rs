@@ -8,7 +8,7 @@ mod paths;
 pub use dirs::BaseDirs;
 pub use id::InstanceId;
 pub use lock::{Holder, InstanceLock, LockWait};
-pub use paths::{InstancePaths, MAX_SOCKET_PATH, OVERLAY_FILE};
+pub use paths::{ATTEMPT_RESULT, InstancePaths, MAX_SOCKET_PATH, OVERLAY_FILE};
 
 use std::path::PathBuf;
 

@@ -11,6 +11,8 @@ pub const MAX_SOCKET_PATH: usize = 107;
 const LONGEST_SOCKET_NAME: &str = "fs999.sock";
 /// The disk overlay's name in an instance's data directory.
 pub const OVERLAY_FILE: &str = "disk.qcow2";
+/// The record of a provisioning attempt, in its log directory.
+pub const ATTEMPT_RESULT: &str = "result.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstancePaths {
@@ -96,8 +98,12 @@ impl InstancePaths {
         self.data.join(OVERLAY_FILE)
     }
 
+    pub fn drives_dir(&self) -> PathBuf {
+        self.data.join("drives")
+    }
+
     pub fn drive(&self, name: &str) -> PathBuf {
-        self.data.join("drives").join(format!("{name}.qcow2"))
+        self.drives_dir().join(format!("{name}.qcow2"))
     }
 
     pub fn seed_iso(&self) -> PathBuf {
@@ -110,6 +116,20 @@ impl InstancePaths {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.data.join("logs")
+    }
+
+    /// Where each provisioning attempt keeps its logs.
+    pub fn attempts_dir(&self) -> PathBuf {
+        self.logs_dir().join("provision")
+    }
+
+    pub fn attempt_dir(&self, number: u32) -> PathBuf {
+        self.attempts_dir().join(format!("{number:04}"))
+    }
+
+    /// What attempt `number` did, written once it is over.
+    pub fn attempt_result(&self, number: u32) -> PathBuf {
+        self.attempt_dir(number).join(ATTEMPT_RESULT)
     }
 
     pub fn serial_log(&self) -> PathBuf {
@@ -162,11 +182,35 @@ impl InstancePaths {
         self.runtime.join(format!("fs{index}.pid"))
     }
 
+    /// The virtiofsd pid files in the runtime dir, however many mounts the
+    /// VM was started with.
+    pub fn virtiofsd_pid_files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.runtime) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.strip_prefix("fs")
+                    .and_then(|n| n.strip_suffix(".pid"))
+                    .is_some_and(|n| n.parse::<usize>().is_ok())
+            })
+            .collect()
+    }
+
     pub fn virtiofsd_log(&self, index: usize) -> PathBuf {
         self.logs_dir().join(format!("virtiofsd-{index}.log"))
     }
 
     /// What the running VM was started with (ports, accelerator, …).
+    /// The QMP socket of a QEMU started only to change a stopped VM's
+    /// snapshots; in the runtime dir (short paths; the data disk may be full).
+    pub fn offline_qmp_socket(&self) -> PathBuf {
+        self.runtime.join("offline-qmp.sock")
+    }
+
     pub fn runtime_info(&self) -> PathBuf {
         self.runtime.join("vm.json")
     }

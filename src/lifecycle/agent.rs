@@ -29,12 +29,8 @@ pub fn endpoint(instance: &Instance, info: &RuntimeInfo) -> Endpoint {
 /// A session with the agent of the running VM.
 pub async fn connect_agent(instance: &Instance, timeout: Duration) -> Result<Client, AgentError> {
     let name = instance.paths.id.to_string();
-    let info = match (
-        instance.qemu_pid(),
-        RuntimeInfo::load(&instance.paths.runtime_info()),
-    ) {
-        (Some(_), Some(info)) => info,
-        _ => return Err(AgentError::NotRunning(name)),
+    let Some(info) = instance.running() else {
+        return Err(AgentError::NotRunning(name));
     };
     let options = ConnectOptions {
         retry: Duration::from_millis(500),

@@ -2,6 +2,11 @@
 //! running one. Commands in `commands/` are thin layers over these.
 
 mod agent;
+pub mod boot;
+pub mod error;
+mod guest;
+mod milestones;
+pub mod plan;
 pub mod provisioning;
 pub mod retry;
 mod runtime;
@@ -10,7 +15,7 @@ pub mod stop;
 pub mod up;
 
 pub use agent::{AgentError, connect_agent};
-pub use runtime::RuntimeInfo;
+pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
@@ -48,6 +53,12 @@ impl Instance {
             &self.paths.qemu_pid(),
             &self.paths.qmp_socket().to_string_lossy(),
         )
+    }
+
+    /// How the VM was started, if its QEMU runs.
+    pub fn running(&self) -> Option<RuntimeInfo> {
+        self.qemu_pid()?;
+        RuntimeInfo::load(&self.paths.runtime_info())
     }
 }
 

@@ -2,6 +2,7 @@
 //! pre-provision snapshot, the system phase, the post-system checkpoint,
 //! the boot phase, and what the user sees when a script fails.
 
+use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, RuntimeInfo};
 use crate::output::Reporter;
@@ -14,11 +15,11 @@ use rum_agent::protocol::{RunOn, Script};
 
 /// Which scripts a run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Phases {
     /// System then boot scripts (after a restore of `pre-provision`).
-    Start,
+    All,
     /// Boot scripts only (after a restore of `post-system`).
-    Boot,
+    BootOnly,
 }
 
 /// Takes `pre-provision` if there is none yet: once per VM, before any script.
@@ -32,34 +33,14 @@ pub fn ensure_pre_provision(
     if state.snapshots.contains_key(PRE_PROVISION) {
         return Ok(());
     }
-    let step = reporter.step("Taking the pre-provision snapshot");
-    state.start(Milestone::SnapshotTaken);
-    let saved = rt.block_on(snapshots::save(
-        instance,
-        state,
-        PRE_PROVISION,
-        &info.devices,
-        &info.snapshot_nodes,
-        &info.qemu_version,
-        None,
-    ));
-    match saved {
-        Ok(()) => {
-            state.complete(Milestone::SnapshotTaken);
-            state.save(&instance.paths.state_file())?;
-            step.done();
-            Ok(())
-        }
-        Err(e) => {
-            state.fail(Milestone::SnapshotTaken, &e.to_string());
-            state.save(&instance.paths.state_file())?;
-            step.fail(&e.to_string());
-            Err(e)
-        }
-    }
+    Milestones::new(state, &instance.paths, reporter).run(
+        Milestone::SnapshotTaken,
+        "Taking the pre-provision snapshot",
+        |_, state| rt.block_on(snapshots::save(instance, state, PRE_PROVISION, info, None)),
+    )
 }
 
-/// Runs the scripts from `from` on, with live output; keeps a `post-system`
+/// Runs the scripts of `phases`, with live output; keeps a `post-system`
 /// checkpoint after a system phase that succeeded. Returns Success, or
 /// Failure after telling the user how to go on (the VM keeps running).
 pub fn provision(
@@ -67,7 +48,7 @@ pub fn provision(
     state: &mut State,
     info: &RuntimeInfo,
     client: &Client,
-    from: From,
+    phases: Phases,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<ExitStatus, Error> {
@@ -77,7 +58,6 @@ pub fn provision(
     state.provision_attempts += 1;
     let number = state.provision_attempts;
     state.save(&instance.paths.state_file())?;
-    let logs = instance.paths.logs_dir();
     // A phase with no scripts is trivially done.
     if system.is_empty() {
         state.complete(Milestone::SystemProvisioned);
@@ -92,9 +72,15 @@ pub fn provision(
         scripts: Vec::new(),
     };
 
-    if from == From::Start && !system.is_empty() {
+    if phases == Phases::All && !system.is_empty() {
         state.start(Milestone::SystemProvisioned);
-        let (result, logged) = rt.block_on(run::run(client, system, number, &logs, reporter))?;
+        let (result, logged) = rt.block_on(run::run(
+            client,
+            system,
+            number,
+            &instance.paths.attempt_dir(number),
+            reporter,
+        ))?;
         attempt.started = logged.started;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
@@ -111,7 +97,13 @@ pub fn provision(
     }
     if !boot.is_empty() {
         state.start(Milestone::BootProvisioned);
-        let (result, logged) = rt.block_on(run::run(client, boot, number, &logs, reporter))?;
+        let (result, logged) = rt.block_on(run::run(
+            client,
+            boot,
+            number,
+            &instance.paths.attempt_dir(number),
+            reporter,
+        ))?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
             let failed = failure(&result);
@@ -149,9 +141,7 @@ fn keep_post_system(
         instance,
         state,
         POST_SYSTEM,
-        &info.devices,
-        &info.snapshot_nodes,
-        &info.qemu_version,
+        info,
         Some(hash),
     ));
     match saved {
@@ -189,7 +179,7 @@ fn finish_failed(
 }
 
 fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), Error> {
-    let path = run::attempt_dir(&instance.paths.logs_dir(), attempt.number).join("result.json");
+    let path = instance.paths.attempt_result(attempt.number);
     std::fs::create_dir_all(path.parent().expect("attempt dir")).map_err(|source| {
         Error::Write {
             path: path.clone(),

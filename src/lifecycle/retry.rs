@@ -2,36 +2,40 @@
 //! running VM, into a fresh paused QEMU on a stopped one), set the guest
 //! clock, re-read rum.toml and the scripts, and provision again.
 
-use super::provisioning::{self, From};
-use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
-use super::up::{UpError, UpOptions, up_restoring};
-use super::{Instance, RuntimeInfo, connect_agent, runtime};
+use super::provisioning::{self, Phases};
+use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION, SnapshotError};
+use super::{Instance, runtime};
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
 use crate::state::{Milestone, State};
 use crate::{Error, ExitStatus};
-use std::time::{Duration, SystemTime};
 
-pub struct RetryOptions {
-    pub from_boot: bool,
-    pub done: bool,
-    /// Start over from the base image with a rebuilt seed: a reboot.
-    pub reset: bool,
+/// What `rum retry` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    /// Restore `pre-provision` and run every script.
+    Full,
+    /// Restore `post-system` and run only the boot scripts (`--from boot`).
+    FromBoot,
+    /// Provisioning is done: delete rum's snapshots (`--done`).
+    Done,
+    /// Start over from the base image with a rebuilt seed: a reboot (`--reset`).
+    Reset,
 }
 
 pub fn retry(
     instance: &Instance,
-    options: &RetryOptions,
+    mode: RetryMode,
     reporter: &Reporter,
 ) -> Result<ExitStatus, Error> {
     let paths = &instance.paths;
     if !paths.exists() {
-        return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
+        return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
     }
-    if options.reset {
+    if mode == RetryMode::Reset {
         reset(instance, reporter)?;
-        return super::up::up(instance, &UpOptions::from_env(), reporter);
+        return super::up::up(instance, reporter);
     }
     let _lock = InstanceLock::acquire(
         &paths.lock_file(),
@@ -40,24 +44,24 @@ pub fn retry(
         LockWait::No,
     )?;
     let mut state = State::load(&paths.state_file())?;
-    if options.done {
+    if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);
     }
     if !state.snapshots.contains_key(PRE_PROVISION) {
-        return Err(UpError::NoSnapshot(PRE_PROVISION.into()).into());
+        return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
     }
-    let (tag, from) = if options.from_boot {
+    let (tag, phases) = if mode == RetryMode::FromBoot {
         choose_from_boot(instance, &state, reporter)?
     } else {
-        (PRE_PROVISION, From::Start)
+        (PRE_PROVISION, Phases::All)
     };
     reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
 
     let rt = runtime();
-    let (client, info) = restore(instance, &mut state, tag, &rt, reporter)?;
-    reset_provisioning(&mut state, from);
+    let (client, info) = snapshots::restore(instance, &mut state, tag, &rt, reporter)?;
+    reset_provisioning(&mut state, phases);
     let status =
-        provisioning::provision(instance, &mut state, &info, &client, from, &rt, reporter)?;
+        provisioning::provision(instance, &mut state, &info, &client, phases, &rt, reporter)?;
     let ok = status == ExitStatus::Success;
     reporter.result(
         if ok { "Provisioned after the rollback" } else { "Provisioning failed after the rollback" },
@@ -66,109 +70,33 @@ pub fn retry(
     Ok(status)
 }
 
-/// Restores `tag`: live on a running VM, else into a fresh QEMU with the
-/// same devices, started paused. Then the guest clock is set to now.
-pub fn restore(
-    instance: &Instance,
-    state: &mut State,
-    tag: &str,
-    rt: &tokio::runtime::Runtime,
-    reporter: &Reporter,
-) -> Result<(rum_agent::Client, RuntimeInfo), Error> {
-    let paths = &instance.paths;
-    let record = state
-        .snapshots
-        .get(tag)
-        .cloned()
-        .ok_or_else(|| UpError::NoSnapshot(tag.into()))?;
-    let (client, info) = match (
-        instance.qemu_pid(),
-        RuntimeInfo::load(&paths.runtime_info()),
-    ) {
-        (Some(_), Some(info)) => {
-            let changes = record.devices.differences(&info.devices);
-            if !changes.is_empty() {
-                return Err(UpError::DevicesChanged {
-                    tag: tag.into(),
-                    changes: changes.join("; "),
-                }
-                .into());
-            }
-            if info.qemu_version != record.qemu_version {
-                reporter.warn(&format!(
-                    "The snapshot was taken with QEMU {}; this is QEMU {}",
-                    record.qemu_version, info.qemu_version
-                ));
-            }
-            let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
-            if let Err(e) = rt.block_on(snapshots::load_and_continue(
-                &paths.qmp_socket(),
-                tag,
-                &info.snapshot_nodes,
-            )) {
-                step.fail(&e.to_string());
-                return Err(e);
-            }
-            step.done();
-            let step = reporter.step("Reconnecting to the guest agent");
-            match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
-                Ok(client) => {
-                    step.done();
-                    (client, info)
-                }
-                Err(e) => {
-                    step.fail(&e.to_string());
-                    return Err(e.into());
-                }
-            }
-        }
-        _ => {
-            let options = UpOptions {
-                restore: Some(tag.to_owned()),
-                ..UpOptions::from_env()
-            };
-            let booted = up_restoring(instance, &options, state, rt, reporter)?;
-            (booted.client, booted.info)
-        }
-    };
-    set_clock(&client, rt, reporter);
-    Ok((client, info))
-}
-
 /// `--from boot` needs a `post-system` checkpoint taken after the same
 /// system scripts as now; otherwise it says why and does a full retry.
 fn choose_from_boot(
     instance: &Instance,
     state: &State,
     reporter: &Reporter,
-) -> Result<(&'static str, From), Error> {
+) -> Result<(&'static str, Phases), Error> {
     let now = system_hash(&scripts(&instance.config)?);
     match state.snapshots.get(POST_SYSTEM) {
         Some(record) if record.system_scripts.as_deref() == Some(now.as_str()) => {
-            Ok((POST_SYSTEM, From::Boot))
+            Ok((POST_SYSTEM, Phases::BootOnly))
         }
         Some(_) => {
             reporter.warn(
                 "The system scripts changed since the post-system checkpoint; doing a full retry",
             );
-            Ok((PRE_PROVISION, From::Start))
+            Ok((PRE_PROVISION, Phases::All))
         }
         None => {
             reporter.warn("There is no post-system checkpoint yet (no system phase has succeeded); doing a full retry");
-            Ok((PRE_PROVISION, From::Start))
+            Ok((PRE_PROVISION, Phases::All))
         }
     }
 }
 
-/// After a restore the guest clock shows the snapshot's time.
-fn set_clock(client: &rum_agent::Client, rt: &tokio::runtime::Runtime, reporter: &Reporter) {
-    if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
-        reporter.warn(&format!("Could not set the guest clock: {e}"));
-    }
-}
-
-fn reset_provisioning(state: &mut State, from: From) {
-    if from == From::Start {
+fn reset_provisioning(state: &mut State, phases: Phases) {
+    if phases == Phases::All {
         state.reset(Milestone::SystemProvisioned);
     }
     state.reset(Milestone::BootProvisioned);

@@ -1,8 +1,11 @@
 //! `vm.json` in the runtime dir: how the running VM was started, for
 //! `status`, `ssh`, `exec` and `down`. Gone with the runtime dir.
 
+use crate::state::DeviceSet;
+use crate::vm::spec::{Accel, FirmwareKind, Forward, Transport};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeInfo {
@@ -10,23 +13,28 @@ pub struct RuntimeInfo {
     /// Unix time (seconds) QEMU was started.
     pub started: u64,
     pub qemu_version: String,
-    pub accel: String,
+    pub accel: Accel,
     pub machine: String,
-    pub firmware: String,
-    /// "serial" or "vsock".
-    pub agent_transport: String,
+    pub firmware: FirmwareKind,
+    pub agent_transport: Transport,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock_cid: Option<u32>,
     pub ssh_port: u16,
-    /// `bind:host → guest` for each forward.
-    pub ports: Vec<String>,
-    /// `source → target` for each virtiofs mount, with virtiofsd pids.
-    pub mounts: Vec<String>,
+    pub ports: Vec<Forward>,
+    /// Each virtiofs mount; its virtiofsd's pid is at the same index below.
+    pub mounts: Vec<MountRecord>,
     pub virtiofsd_pids: Vec<u32>,
     /// What a snapshot must have been taken with to load into this QEMU.
-    pub devices: crate::vm::devices::DeviceSet,
+    pub devices: DeviceSet,
     /// Block nodes snapshots cover (root first: it holds the VM state).
     pub snapshot_nodes: Vec<String>,
+}
+
+/// A host directory shared into the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub source: PathBuf,
+    pub target: String,
 }
 
 impl RuntimeInfo {
@@ -36,5 +44,11 @@ impl RuntimeInfo {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         crate::fsutil::write_private(path, &serde_json::to_vec_pretty(self).expect("serializes"))
+    }
+}
+
+impl fmt::Display for MountRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} → {}", self.source.display(), self.target)
     }
 }

@@ -1,15 +1,20 @@
-//! Live snapshots through QMP jobs, recorded in state with the QEMU version
-//! and device set they need; offline deletion through a QEMU with no guest.
+//! Live snapshots: saved through QMP jobs and recorded in state with the
+//! QEMU version and device set they need; the one restore (live, or into a
+//! fresh paused QEMU) with its one device-set check; deletion, offline
+//! through a QEMU with no guest; and what `rum snapshot` may be asked.
 
-use super::Instance;
-use crate::state::{SnapshotRecord, State};
-use crate::vm::devices::DeviceSet;
-use crate::vm::qemu_args::ROOT_NODE;
+use super::boot::{self, Restoring};
+use super::{Instance, RuntimeInfo, connect_agent};
+use crate::guard::Guard;
+use crate::output::Reporter;
+use crate::state::{DeviceSet, DevicesChanged, SnapshotRecord, State, unix_now};
+use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
 use crate::{Error, vm};
+use rum_agent::Client;
 use rum_qmp::{Qmp, qmp};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub const PRE_PROVISION: &str = "pre-provision";
 pub const POST_SYSTEM: &str = "post-system";
@@ -41,19 +46,44 @@ pub enum SnapshotError {
     },
     #[error("Cannot start QEMU to change the snapshots of the stopped VM: {0}")]
     Offline(String),
+    #[error("There is no `{0}` snapshot; `rum up` takes `pre-provision` before it provisions")]
+    NotRecorded(String),
+    #[error(transparent)]
+    DevicesChanged(#[from] DevicesChanged),
+    #[error("There is no snapshot `{name}`; {}", if .known.is_empty() { "this VM has none".to_owned() } else { format!("there are: {}", .known.join(", ")) })]
+    Unknown { name: String, known: Vec<String> },
+    #[error(
+        "`{0}` is not running: a snapshot holds the VM's memory, so start it first with `rum up`"
+    )]
+    NotRunning(String),
+    #[error("A snapshot named `{0}` exists already; delete it first or choose another name")]
+    Exists(String),
+    #[error("`{0}` is not a valid snapshot name; use letters, digits, `.`, `_` or `-`")]
+    BadName(String),
 }
 
-/// Saves `tag` on the running VM and records it.
+impl SnapshotError {
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SnapshotError::DevicesChanged(_)
+                | SnapshotError::Unknown { .. }
+                | SnapshotError::BadName(_)
+                | SnapshotError::Exists(_)
+        )
+    }
+}
+
+/// Saves `tag` on the VM running as `info` and records it.
 pub async fn save(
     instance: &Instance,
     state: &mut State,
     tag: &str,
-    devices: &DeviceSet,
-    nodes: &[String],
-    qemu_version: &str,
+    info: &RuntimeInfo,
     system_scripts: Option<String>,
 ) -> Result<(), Error> {
-    let need = devices.memory_mb << 20;
+    let need = info.devices.memory_mb << 20;
+    let nodes = &info.snapshot_nodes;
     // Tests lift the check to fill a disk in the middle of a save.
     let checked = std::env::var_os("RUM_TEST_SKIP_SPACE_CHECK").is_none();
     let free_before = crate::fsutil::free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
@@ -65,9 +95,7 @@ pub async fn save(
         }
         .into());
     }
-    let qmp = Qmp::connect(&instance.paths.qmp_socket(), CONNECT)
-        .await
-        .map_err(SnapshotError::from)?;
+    let qmp = connect(&instance.paths.qmp_socket()).await?;
     if state.snapshots.contains_key(tag) {
         // snapshot-save refuses an existing name.
         let _ = qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT).await;
@@ -88,12 +116,9 @@ pub async fn save(
     state.snapshots.insert(
         tag.to_owned(),
         SnapshotRecord {
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            qemu_version: qemu_version.to_owned(),
-            devices: devices.clone(),
+            created: unix_now(),
+            qemu_version: info.qemu_version.clone(),
+            devices: info.devices.clone(),
             rum_owned: matches!(tag, PRE_PROVISION | POST_SYSTEM),
             system_scripts,
         },
@@ -102,75 +127,125 @@ pub async fn save(
     Ok(())
 }
 
-/// Loads `tag` into the running (or paused) VM and lets it run.
-pub async fn load_and_continue(
-    qmp_socket: &Path,
+/// Restores `tag`: live on a running VM, else into a fresh QEMU with the
+/// same devices, started paused. Then the guest clock is set to now.
+pub fn restore(
+    instance: &Instance,
+    state: &mut State,
     tag: &str,
-    nodes: &[String],
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<(Client, RuntimeInfo), Error> {
+    let record = state
+        .snapshots
+        .get(tag)
+        .cloned()
+        .ok_or_else(|| SnapshotError::NotRecorded(tag.into()))?;
+    let check = |devices: &DeviceSet| -> Result<(), Error> {
+        Ok(record
+            .check_loadable(tag, devices)
+            .map_err(SnapshotError::from)?)
+    };
+    let load = |info: &RuntimeInfo| load(instance, info, tag, rt, reporter);
+    let (client, info) = match instance.running() {
+        Some(info) => {
+            check(&info.devices)?;
+            if info.qemu_version != record.qemu_version {
+                reporter.warn(&format!(
+                    "The snapshot was taken with QEMU {}; this is QEMU {}",
+                    record.qemu_version, info.qemu_version
+                ));
+            }
+            load(&info)?;
+            let step = reporter.step("Reconnecting to the guest agent");
+            match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
+                Ok(client) => {
+                    step.done();
+                    (client, info)
+                }
+                Err(e) => {
+                    step.fail(&e.to_string());
+                    return Err(e.into());
+                }
+            }
+        }
+        None => {
+            let mut guard = Guard::new();
+            let restoring = Restoring {
+                check: &check,
+                load: &load,
+            };
+            let booted =
+                boot::bring_up(instance, state, &mut guard, Some(restoring), rt, reporter)?;
+            guard.disarm();
+            (booted.client, booted.info)
+        }
+    };
+    // After a restore the guest clock shows the snapshot's time.
+    if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
+        reporter.warn(&format!("Could not set the guest clock: {e}"));
+    }
+    Ok((client, info))
+}
+
+/// Loads `tag` into the running (or paused) VM and lets it run.
+fn load(
+    instance: &Instance,
+    info: &RuntimeInfo,
+    tag: &str,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
 ) -> Result<(), Error> {
-    let qmp = Qmp::connect(qmp_socket, CONNECT)
-        .await
-        .map_err(SnapshotError::from)?;
-    qmp.snapshot_load(tag, ROOT_NODE, nodes, JOB_TIMEOUT)
-        .await
-        .map_err(SnapshotError::from)?;
-    let status = qmp
-        .execute(qmp::query_status {})
-        .await
-        .map_err(SnapshotError::from)?;
-    if !status.running {
-        qmp.execute(qmp::cont {})
+    let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
+    let loaded = rt.block_on(async {
+        let qmp = connect(&instance.paths.qmp_socket()).await?;
+        qmp.snapshot_load(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
             .await
             .map_err(SnapshotError::from)?;
+        let status = qmp
+            .execute(qmp::query_status {})
+            .await
+            .map_err(SnapshotError::from)?;
+        if !status.running {
+            qmp.execute(qmp::cont {})
+                .await
+                .map_err(SnapshotError::from)?;
+        }
+        Ok::<(), SnapshotError>(())
+    });
+    match loaded {
+        Ok(()) => {
+            step.done();
+            Ok(())
+        }
+        Err(e) => {
+            step.fail_with(&e);
+            Err(e.into())
+        }
     }
-    Ok(())
 }
 
 /// Deletes `tags` from the VM's disks: through its QEMU when it runs, else
 /// through a QEMU started just for that (no guest, only the disks).
 pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), Error> {
     let rt = super::runtime();
-    let running = instance
-        .qemu_pid()
-        .and(super::RuntimeInfo::load(&instance.paths.runtime_info()));
-    if let Some(info) = running {
+    if let Some(info) = instance.running() {
         return rt.block_on(async {
-            let qmp = Qmp::connect(&instance.paths.qmp_socket(), CONNECT)
-                .await
-                .map_err(SnapshotError::from)?;
+            let qmp = connect(&instance.paths.qmp_socket()).await?;
             delete_all(&qmp, tags, &info.snapshot_nodes).await
         });
     }
-    let nodes =
-        vm::qemu_args::snapshot_nodes(instance.config.drives.iter().map(|d| d.name.as_str()));
+    let paths = &instance.paths;
+    let nodes = snapshot_nodes(instance.config.drives.iter().map(|d| d.name.as_str()));
     let qemu = vm::host::Host::probe(instance.config.advanced.qemu.as_deref())
         .map_err(|e| SnapshotError::Offline(e.to_string()))?
         .qemu;
-    // The runtime dir, not the data dir: short socket paths, and the data
-    // disk may be the one that is full.
-    instance.paths.ensure_runtime_dir(&instance.dirs)?;
-    let socket = instance.paths.runtime.join("offline-qmp.sock");
+    paths.ensure_runtime_dir(&instance.dirs)?;
+    let socket = paths.offline_qmp_socket();
     let _ = std::fs::remove_file(&socket);
-    let mut cmd = Command::new(qemu);
-    cmd.args([
-        "-nodefaults",
-        "-machine",
-        "none",
-        "-display",
-        "none",
-        "-S",
-        "-qmp",
-    ])
-    .arg(format!("unix:{},server=on,wait=off", socket.display()));
-    for (node, path) in disk_nodes(instance, &nodes) {
-        cmd.arg("-blockdev").arg(format!(
-            "driver=file,node-name={node}-file,filename={}",
-            path.display()
-        ));
-        cmd.arg("-blockdev")
-            .arg(format!("driver=qcow2,node-name={node},file={node}-file"));
-    }
-    let mut child = cmd
+    let disks = node_files(&nodes, &paths.overlay(), |name| paths.drive(name));
+    let mut child = Command::new(qemu)
+        .args(vm::qemu_args::offline_args(&socket, &disks))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -180,9 +255,7 @@ pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), Error> {
         if !vm::process::wait_for(Duration::from_secs(10), || socket.exists()) {
             return Err(SnapshotError::Offline("its QMP socket did not appear".into()).into());
         }
-        let qmp = Qmp::connect(&socket, CONNECT)
-            .await
-            .map_err(SnapshotError::from)?;
+        let qmp = connect(&socket).await?;
         let deleted = delete_all(&qmp, tags, &nodes).await;
         let _ = qmp.execute(qmp::quit {}).await;
         deleted
@@ -202,15 +275,67 @@ async fn delete_all(qmp: &Qmp, tags: &[String], nodes: &[String]) -> Result<(), 
     Ok(())
 }
 
-fn disk_nodes(instance: &Instance, nodes: &[String]) -> Vec<(String, std::path::PathBuf)> {
-    nodes
-        .iter()
-        .map(|node| {
-            let path = match node.strip_prefix("drive-") {
-                Some(name) => instance.paths.drive(name),
-                None => instance.paths.overlay(),
-            };
-            (node.clone(), path)
-        })
-        .collect()
+async fn connect(socket: &Path) -> Result<Qmp, SnapshotError> {
+    Ok(Qmp::connect(socket, CONNECT).await?)
+}
+
+/// A name `rum snapshot create` may use, or the default `snap-<time>`; one
+/// that exists already (in `known`) is refused.
+pub fn new_name(name: Option<&str>, known: &[String]) -> Result<String, SnapshotError> {
+    let name = name
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("snap-{}", unix_now()));
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(SnapshotError::BadName(name));
+    }
+    if known.contains(&name) {
+        return Err(SnapshotError::Exists(name));
+    }
+    Ok(name)
+}
+
+/// `name` must be among the snapshots on disk (`known`).
+pub fn existing(name: &str, known: &[String]) -> Result<(), SnapshotError> {
+    if known.iter().any(|k| k == name) {
+        return Ok(());
+    }
+    Err(SnapshotError::Unknown {
+        name: name.into(),
+        known: known.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_anything_runs() {
+        let known = vec!["pre-provision".to_owned(), "mine".to_owned()];
+        assert_eq!(new_name(Some("v1.2_x-y"), &known).unwrap(), "v1.2_x-y");
+        assert!(new_name(None, &known).unwrap().starts_with("snap-"));
+        assert!(matches!(
+            new_name(Some("a b"), &known),
+            Err(SnapshotError::BadName(_))
+        ));
+        assert!(matches!(
+            new_name(Some(""), &known),
+            Err(SnapshotError::BadName(_))
+        ));
+        assert!(matches!(
+            new_name(Some("mine"), &known),
+            Err(SnapshotError::Exists(_))
+        ));
+        assert!(existing("mine", &known).is_ok());
+        let err = existing("gone", &known).unwrap_err();
+        assert!(err.is_usage());
+        assert_eq!(
+            err.to_string(),
+            "There is no snapshot `gone`; there are: pre-provision, mine"
+        );
+    }
 }

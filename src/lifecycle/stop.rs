@@ -39,16 +39,10 @@ pub fn stop(instance: &Instance, force: bool) -> Stop {
         runtime().block_on(qemu::stop(&paths.qmp_socket(), pid, POWERDOWN_GRACE, force))
     });
     let mut virtiofsd = 0;
-    if let Ok(entries) = std::fs::read_dir(&paths.runtime) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("fs")
-                && name.ends_with(".pid")
-                && let Some(pid) = process::find(&entry.path(), "virtiofsd")
-            {
-                process::terminate(pid, Duration::from_secs(5));
-                virtiofsd += 1;
-            }
+    for pid_file in paths.virtiofsd_pid_files() {
+        if let Some(pid) = process::find(&pid_file, "virtiofsd") {
+            process::terminate(pid, Duration::from_secs(5));
+            virtiofsd += 1;
         }
     }
     let _ = std::fs::remove_dir_all(&paths.runtime);

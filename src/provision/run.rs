@@ -17,11 +17,11 @@ pub struct Attempt {
     /// Unix time (seconds) it started.
     pub started: u64,
     pub ok: bool,
-    pub scripts: Vec<ScriptLog>,
+    pub scripts: Vec<ScriptResult>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScriptLog {
+pub struct ScriptResult {
     pub name: String,
     pub phase: String,
     /// "succeeded", "failed", "skipped" or "not_run".
@@ -31,23 +31,17 @@ pub struct ScriptLog {
     pub log: PathBuf,
 }
 
-/// The directory of attempt `number` under the instance's logs.
-pub fn attempt_dir(logs: &Path, number: u32) -> PathBuf {
-    logs.join("provision").join(format!("{number:04}"))
-}
-
 /// Runs `scripts` through `client`, streaming and logging; `Ok` carries the
 /// agent's result also when a script failed.
 pub async fn run(
     client: &Client,
     scripts: Vec<Script>,
     number: u32,
-    logs: &Path,
+    dir: &Path,
     reporter: &Reporter,
 ) -> Result<(ProvisionResult, Attempt), crate::Error> {
-    let dir = attempt_dir(logs, number);
-    std::fs::create_dir_all(&dir).map_err(|source| crate::Error::Write {
-        path: dir.clone(),
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Write {
+        path: dir.to_path_buf(),
         source,
     })?;
     let log_path = |s: &Script| dir.join(format!("{:03}-{}.log", s.order.clamp(0, 999), s.name));
@@ -99,7 +93,7 @@ pub async fn run(
                     ScriptState::Skipped => ("skipped", None),
                     ScriptState::NotRun => ("not_run", None),
                 };
-                ScriptLog {
+                ScriptResult {
                     name: outcome.name.clone(),
                     phase: phase_name(outcome.run_on).into(),
                     state: state.into(),

@@ -2,6 +2,10 @@
 //! status, and a history of what happened when. A milestone is marked
 //! completed only after its step has finished.
 
+mod snapshot;
+
+pub use snapshot::{DeviceSet, DevicesChanged, SnapshotRecord};
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,21 @@ pub enum Milestone {
 }
 
 impl Milestone {
+    /// Its name in `state.json` and in `RUM_TEST_FAIL_AFTER`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Milestone::ImageReady => "image_ready",
+            Milestone::OverlayCreated => "overlay_created",
+            Milestone::DrivesCreated => "drives_created",
+            Milestone::SeedBuilt => "seed_built",
+            Milestone::Booted => "booted",
+            Milestone::AgentReady => "agent_ready",
+            Milestone::SnapshotTaken => "snapshot_taken",
+            Milestone::SystemProvisioned => "system_provisioned",
+            Milestone::BootProvisioned => "boot_provisioned",
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Milestone::ImageReady => "image ready",
@@ -61,9 +80,34 @@ pub struct HistoryEntry {
     /// Unix time in milliseconds.
     pub at_ms: u64,
     pub milestone: Milestone,
-    pub event: String,
+    pub event: Event,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// What happened to a milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Started,
+    Completed,
+    Failed,
+    /// A transient failure; the step goes on after a delay.
+    Retrying,
+    /// Forgotten, so that its step runs again.
+    Reset,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Event::Started => "started",
+            Event::Completed => "completed",
+            Event::Failed => "failed",
+            Event::Retrying => "retrying",
+            Event::Reset => "reset",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,20 +120,6 @@ pub struct State {
     /// Provisioning runs so far; each has a log directory of its own.
     #[serde(default)]
     pub provision_attempts: u32,
-}
-
-/// What a snapshot can only be loaded with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotRecord {
-    /// Unix time (seconds).
-    pub created: u64,
-    pub qemu_version: String,
-    pub devices: crate::vm::devices::DeviceSet,
-    /// rum's own (`pre-provision`, `post-system`) rather than the user's.
-    pub rum_owned: bool,
-    /// For `post-system`: the hash of the system scripts that had run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_scripts: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +142,17 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    unix_now_duration().as_secs()
+}
+
+fn unix_now_duration() -> std::time::Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Keeps the history from growing without bound over many `up`s.
@@ -153,26 +194,26 @@ impl State {
         entry.status = Status::InProgress;
         entry.attempts += 1;
         entry.error = None;
-        self.record(milestone, "started", None);
+        self.record(milestone, Event::Started, None);
     }
 
     pub fn complete(&mut self, milestone: Milestone) {
         self.entry(milestone).status = Status::Completed;
-        self.record(milestone, "completed", None);
+        self.record(milestone, Event::Completed, None);
     }
 
     pub fn fail(&mut self, milestone: Milestone, error: &str) {
         let entry = self.entry(milestone);
         entry.status = Status::Failed;
         entry.error = Some(error.to_owned());
-        self.record(milestone, "failed", Some(error.to_owned()));
+        self.record(milestone, Event::Failed, Some(error.to_owned()));
     }
 
     /// Notes a transient failure that will be retried after `delay_ms`.
     pub fn retrying(&mut self, milestone: Milestone, attempt: u32, delay_ms: u64, error: &str) {
         self.record(
             milestone,
-            "retrying",
+            Event::Retrying,
             Some(format!(
                 "attempt {attempt} failed ({error}); next in {delay_ms} ms"
             )),
@@ -182,7 +223,7 @@ impl State {
     /// Forgets a milestone so that its step runs again (e.g. after `down`, `booted`).
     pub fn reset(&mut self, milestone: Milestone) {
         if self.milestones.remove(&milestone).is_some() {
-            self.record(milestone, "reset", None);
+            self.record(milestone, Event::Reset, None);
         }
     }
 
@@ -203,15 +244,13 @@ impl State {
         })
     }
 
-    fn record(&mut self, milestone: Milestone, event: &str, detail: Option<String>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+    fn record(&mut self, milestone: Milestone, event: Event, detail: Option<String>) {
+        let now = unix_now_duration();
         self.entry(milestone).updated = now.as_secs();
         self.history.push(HistoryEntry {
             at_ms: now.as_millis() as u64,
             milestone,
-            event: event.to_owned(),
+            event,
             detail,
         });
         if self.history.len() > MAX_HISTORY {
@@ -242,8 +281,18 @@ mod tests {
         assert!(state.is_completed(Milestone::OverlayCreated));
         assert_eq!(state.milestones[&Milestone::OverlayCreated].attempts, 2);
         assert!(state.unfinished().is_none());
-        let events: Vec<_> = state.history.iter().map(|h| h.event.as_str()).collect();
-        assert_eq!(events, ["started", "failed", "started", "completed"]);
+        let events: Vec<_> = state.history.iter().map(|h| h.event).collect();
+        assert_eq!(
+            events,
+            [
+                Event::Started,
+                Event::Failed,
+                Event::Started,
+                Event::Completed
+            ]
+        );
+        let json = serde_json::to_string(&state.history[1]).unwrap();
+        assert!(json.contains(r#""event":"failed""#), "{json}");
     }
 
     #[test]
@@ -268,6 +317,24 @@ mod tests {
                 .to_string()
                 .contains("move it away")
         );
+    }
+
+    #[test]
+    fn one_spelling_of_each_milestone() {
+        use Milestone::*;
+        for m in [
+            ImageReady,
+            OverlayCreated,
+            DrivesCreated,
+            SeedBuilt,
+            Booted,
+            AgentReady,
+            SnapshotTaken,
+            SystemProvisioned,
+            BootProvisioned,
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.key());
+        }
     }
 
     #[test]

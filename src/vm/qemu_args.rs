@@ -1,94 +1,11 @@
 //! The QEMU command line for a VM: a pure function of a fully resolved spec
 //! (no probing here; `host` does that once).
 
+use super::spec::{AGENT_PORT, Accel, AgentChannel, ROOT_NODE, VmSpec, drive_node};
 use rum_firmware::Firmware;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-/// Block node of the root disk; also where snapshots keep the VM state.
-pub const ROOT_NODE: &str = "root";
-/// The virtio-serial port name the guest agent opens.
-pub const AGENT_PORT: &str = "org.rum.agent.0";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentChannel {
-    /// virtio-serial port backed by a host Unix socket.
-    Serial {
-        socket: PathBuf,
-    },
-    Vsock {
-        cid: u32,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drive {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// A virtiofs share served by a virtiofsd listening on `socket`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Share {
-    pub tag: String,
-    pub socket: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    pub bind: IpAddr,
-    pub host: u16,
-    pub guest: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmSpec {
-    pub name: String,
-    pub accel: Accel,
-    pub machine: String,
-    pub cpus: u32,
-    pub memory_mb: u64,
-    pub firmware: Firmware,
-    pub nvram: PathBuf,
-    pub overlay: PathBuf,
-    pub drives: Vec<Drive>,
-    pub seed: PathBuf,
-    pub agent: AgentChannel,
-    pub mac: String,
-    pub ssh_port: u16,
-    pub forwards: Vec<Forward>,
-    pub shares: Vec<Share>,
-    pub qmp: PathBuf,
-    pub serial_log: PathBuf,
-    pub pid_file: PathBuf,
-    /// Start with the CPUs stopped (to load a snapshot before anything runs).
-    pub paused: bool,
-}
-
-impl VmSpec {
-    /// Block nodes a snapshot covers: the root disk and every drive.
-    pub fn snapshot_nodes(&self) -> Vec<String> {
-        snapshot_nodes(self.drives.iter().map(|d| d.name.as_str()))
-    }
-}
-
-/// The block nodes of the root disk and of the named drives, root first.
-pub fn snapshot_nodes<'a>(drives: impl Iterator<Item = &'a str>) -> Vec<String> {
-    std::iter::once(ROOT_NODE.to_owned())
-        .chain(drives.map(drive_node))
-        .collect()
-}
-
-fn drive_node(name: &str) -> String {
-    format!("drive-{name}")
-}
 
 pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     let mut a = Args::default();
@@ -173,10 +90,7 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         // The serial names the drive in the guest: /dev/disk/by-id/virtio-<name>.
         a.plain([
             "-device",
-            &format!(
-                "virtio-blk-pci,drive={node},serial={}",
-                crate::provision::fs_script::virtio_serial(&drive.name)
-            ),
+            &format!("virtio-blk-pci,drive={node},serial={}", drive.serial),
         ]);
     }
     // The seed is a CD on virtio-scsi: q35's AHCI has no driver in Debian's cloud kernel.
@@ -232,6 +146,18 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         ]);
     }
     a.plain(["-device", "virtio-rng-pci"]);
+    a.0
+}
+
+/// A QEMU with no guest, only the given qcow2 disks (node, file) and a QMP
+/// socket: for changing the snapshots of a stopped VM.
+pub fn offline_args(qmp: &Path, disks: &[(String, PathBuf)]) -> Vec<OsString> {
+    let mut a = Args::default();
+    a.plain(["-nodefaults", "-machine", "none", "-display", "none", "-S"]);
+    a.path("-qmp", "unix:", qmp).suffix(",server=on,wait=off");
+    for (node, path) in disks {
+        disk(&mut a, node, path);
+    }
     a.0
 }
 

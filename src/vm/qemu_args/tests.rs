@@ -1,4 +1,5 @@
 use super::*;
+use crate::vm::spec::{Drive, Forward, Share};
 use rum_firmware::FlashFile;
 
 fn spec() -> VmSpec {
@@ -16,6 +17,7 @@ fn spec() -> VmSpec {
         drives: vec![Drive {
             name: "data".into(),
             path: data.join("drives/data.qcow2"),
+            serial: "data".into(),
         }],
         seed: data.join("seed.iso"),
         agent: AgentChannel::Serial {

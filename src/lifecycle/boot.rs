@@ -1,0 +1,376 @@
+//! Bringing a VM up, the recipe: disks, firmware, seed, the plan, virtiofsd,
+//! QEMU, the runtime record, then the guest waits — for a cold boot, or
+//! into a paused QEMU that loads a snapshot first (`Restoring`). Each step
+//! registers its inverse on the caller's rollback guard; milestones already
+//! completed are not redone.
+
+use super::error::UpError;
+use super::milestones::Milestones;
+use super::plan::{self, Inputs};
+use super::{Instance, RuntimeInfo, guest, runtime};
+use crate::guard::Guard;
+use crate::identity::GuestIdentity;
+use crate::output::{Reporter, Step};
+use crate::state::{DeviceSet, Milestone, State, unix_now};
+use crate::vm::host::{self, Host};
+use crate::vm::spec::{Share, VmSpec};
+use crate::vm::{process, qemu, qemu_args, virtiofsd};
+use crate::{Error, agent_binary, disk, image, seed};
+use rum_agent::Client;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A VM whose agent answers and whose cloud-init has finished.
+pub struct Booted {
+    pub client: Client,
+    pub info: RuntimeInfo,
+}
+
+/// Booting into a snapshot: both come from `snapshots`, which owns the check
+/// and the load.
+pub struct Restoring<'a> {
+    /// Refuses a device set the snapshot cannot be loaded into.
+    pub check: &'a dyn Fn(&DeviceSet) -> Result<(), Error>,
+    /// Loads the snapshot into the paused QEMU and lets it run.
+    pub load: &'a dyn Fn(&RuntimeInfo) -> Result<(), Error>,
+}
+
+pub fn bring_up(
+    instance: &Instance,
+    state: &mut State,
+    guard: &mut Guard,
+    restoring: Option<Restoring<'_>>,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<Booted, Error> {
+    let mut boot = Boot {
+        instance,
+        reporter,
+        guard,
+        steps: Milestones::new(state, &instance.paths, reporter),
+    };
+    let (spec, host) = boot.prepare(restoring.is_some())?;
+    if let Some(restoring) = &restoring {
+        (restoring.check)(&DeviceSet::of(&spec))?;
+    }
+    let info = boot.start(&spec, &host)?;
+    if let Some(restoring) = &restoring {
+        (restoring.load)(&info)?;
+    }
+    let client = boot.steps.run(
+        Milestone::AgentReady,
+        "Waiting for the guest agent",
+        |_, state| guest::wait_for_agent(instance, &info, state, rt),
+    )?;
+    guest::wait_for_cloud_init(&client, rt, reporter)?;
+    Ok(Booted { client, info })
+}
+
+struct Boot<'a> {
+    instance: &'a Instance,
+    reporter: &'a Reporter,
+    guard: &'a mut Guard,
+    steps: Milestones<'a>,
+}
+
+impl Boot<'_> {
+    /// Everything up to the spec: disks, firmware, seed, ports, runtime dir.
+    fn prepare(&mut self, paused: bool) -> Result<(VmSpec, Host), Error> {
+        let config = &self.instance.config;
+        let paths = &self.instance.paths;
+        std::fs::create_dir_all(paths.logs_dir()).map_err(|source| UpError::Write {
+            path: paths.logs_dir(),
+            source,
+        })?;
+        let host = Host::probe(config.advanced.qemu.as_deref()).map_err(UpError::from)?;
+        let accel_env = std::env::var("RUM_ACCEL").ok();
+        // A wrong accelerator fails before anything is made.
+        plan::accel(accel_env.as_deref(), config.advanced.accel, host.kvm)?;
+        self.disks()?;
+        let machine = host
+            .resolve_machine(&config.advanced.machine)
+            .map_err(UpError::from)?;
+        let firmware = self.firmware(&machine)?;
+        let guest = GuestIdentity::ensure(paths)?;
+        self.seed(&guest)?;
+
+        // Everything the VM binds is checked before anything is started.
+        for port in &config.ports {
+            check_port_free(port.bind, port.host.get())?;
+        }
+        let ssh_port = free_port()?;
+        paths.ensure_runtime_dir(&self.instance.dirs)?;
+        let runtime_dir = paths.runtime.clone();
+        self.guard.push("runtime directory", move || {
+            match std::fs::remove_dir_all(&runtime_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        });
+        let plan = plan::plan(&Inputs {
+            config,
+            paths,
+            host: &host,
+            machine,
+            accel_env: accel_env.as_deref(),
+            firmware,
+            mac: &guest.mac_address,
+            ssh_port,
+            paused,
+        })?;
+        for warning in plan.warnings {
+            self.reporter.warn(warning);
+        }
+        Ok((plan.spec, host))
+    }
+
+    /// The overlay on the base image and the data drives, once each.
+    fn disks(&mut self) -> Result<(), Error> {
+        let config = &self.instance.config;
+        let paths = &self.instance.paths;
+        let overlay = paths.overlay();
+        let guard = &mut *self.guard;
+        if !overlay.exists() {
+            // `base` holds the cache lock until the overlay exists, so that
+            // `rum image delete` cannot pull the image away meanwhile.
+            let (base, base_info) = self.steps.run(
+                Milestone::ImageReady,
+                "Resolving the image",
+                |step, state| {
+                    let base = base_image(self.instance, step, state)?;
+                    let info = disk::inspect(&base.path).map_err(UpError::from)?;
+                    Ok((base, info))
+                },
+            )?;
+            let size = config.resources.disk.bytes().max(base_info.virtual_size);
+            self.steps.run(
+                Milestone::OverlayCreated,
+                "Creating the disk overlay",
+                |_, _| {
+                    create_atomically(&overlay, |tmp| {
+                        disk::create_overlay(tmp, size, &base.path, base_info.format)
+                    })?;
+                    guard.push_remove("disk overlay", &overlay);
+                    Ok(())
+                },
+            )?;
+        }
+        let missing: Vec<_> = config
+            .drives
+            .iter()
+            .filter(|d| !paths.drive(&d.name).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(paths.drives_dir()).map_err(|source| UpError::Write {
+            path: paths.drives_dir(),
+            source,
+        })?;
+        self.steps
+            .run(Milestone::DrivesCreated, "Creating drives", |_, _| {
+                for drive in &missing {
+                    let path = paths.drive(&drive.name);
+                    create_atomically(&path, |tmp| disk::create_drive(tmp, drive.size.bytes()))?;
+                    guard.push_remove(format!("drive {}", drive.name), &path);
+                }
+                Ok(())
+            })
+    }
+
+    /// Rebuilt only when what goes into it changed (config, keys, agent).
+    fn seed(&mut self, guest: &GuestIdentity) -> Result<(), Error> {
+        let paths = &self.instance.paths;
+        let args = seed::args(&self.instance.config, guest, agent_binary::BYTES);
+        if self.steps.state.is_completed(Milestone::SeedBuilt) && !seed::is_stale(paths, &args)? {
+            return Ok(());
+        }
+        let existed = paths.seed_iso().exists();
+        let guard = &mut *self.guard;
+        self.steps.run(
+            Milestone::SeedBuilt,
+            "Building the cloud-init seed",
+            |_, _| {
+                seed::ensure_iso(paths, &args)?;
+                if !existed {
+                    guard.push_remove("seed image", &paths.seed_iso());
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, Error> {
+        let paths = &self.instance.paths;
+        let base_needs = match disk::backing_file(&paths.overlay()).map_err(UpError::from)? {
+            Some(base) => {
+                let info = disk::inspect(&base).map_err(UpError::from)?;
+                Some(disk::boot_needs(&base, info.format).map_err(UpError::from)?)
+            }
+            None => None,
+        };
+        let interface =
+            plan::firmware_interface(self.instance.config.advanced.firmware, base_needs);
+        let config_home = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        let dirs = rum_firmware::search_dirs(config_home.as_deref());
+        let descriptors = rum_firmware::load(&dirs).map_err(UpError::from)?;
+        let request = rum_firmware::Request {
+            architecture: "x86_64",
+            machine,
+            interface,
+            secure_boot: false,
+        };
+        let firmware =
+            rum_firmware::select(&descriptors, &request, &dirs).map_err(UpError::from)?;
+        if let rum_firmware::Firmware::Uefi { vars_template, .. } = &firmware {
+            let nvram = paths.nvram();
+            if rum_firmware::ensure_nvram(&vars_template.filename, &nvram).map_err(UpError::from)? {
+                self.guard.push("UEFI variable store", move || {
+                    std::fs::remove_file(&nvram).map_err(|e| e.to_string())
+                });
+            }
+        }
+        Ok(firmware)
+    }
+
+    /// virtiofsd for each share, QEMU, and the runtime record.
+    fn start(&mut self, spec: &VmSpec, host: &Host) -> Result<RuntimeInfo, Error> {
+        let paths = &self.instance.paths;
+        let virtiofsd_pids = self.start_virtiofsd(&spec.shares)?;
+        let guard = &mut *self.guard;
+        let pid = self.steps.run(Milestone::Booted, "Starting QEMU", |_, _| {
+            let args = qemu_args::qemu_args(spec);
+            let pid = qemu::start(&host.qemu, &args, &paths.qemu_pid()).map_err(UpError::from)?;
+            let qmp = paths.qmp_socket();
+            guard.push("QEMU", move || {
+                runtime().block_on(qemu::stop(&qmp, pid, Duration::ZERO, true));
+                Ok(())
+            });
+            Ok(pid)
+        })?;
+        let info = plan::record(
+            spec,
+            &self.instance.config,
+            pid,
+            unix_now(),
+            &host.qemu_version,
+            virtiofsd_pids,
+        );
+        info.save(&paths.runtime_info())
+            .map_err(|source| UpError::Write {
+                path: paths.runtime_info(),
+                source,
+            })?;
+        Ok(info)
+    }
+
+    /// One virtiofsd per share, each stopped by the guard on failure.
+    fn start_virtiofsd(&mut self, shares: &[Share]) -> Result<Vec<u32>, Error> {
+        let mounts = &self.instance.config.mounts;
+        if mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let binary = host::find_virtiofsd().map_err(UpError::from)?;
+        let paths = &self.instance.paths;
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let step = self.reporter.step(format!(
+            "Starting virtiofsd for {} mount{}",
+            mounts.len(),
+            if mounts.len() == 1 { "" } else { "s" }
+        ));
+        let mut pids = Vec::new();
+        for (i, (mount, share)) in mounts.iter().zip(shares).enumerate() {
+            let spec = virtiofsd::ShareSpec {
+                source: mount.source.clone(),
+                socket: share.socket.clone(),
+                readonly: mount.readonly,
+                host_uid: uid,
+                host_gid: gid,
+                privileged: uid == 0,
+            };
+            let pid = match virtiofsd::start(
+                &binary,
+                &spec,
+                &paths.virtiofsd_log(i),
+                &paths.virtiofsd_pid(i),
+            ) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    step.fail_with(&e);
+                    return Err(UpError::from(e).into());
+                }
+            };
+            self.guard
+                .push(format!("virtiofsd for {}", mount.target), move || {
+                    process::terminate(pid, Duration::from_secs(2));
+                    Ok(())
+                });
+            pids.push(pid);
+        }
+        step.done();
+        Ok(pids)
+    }
+}
+
+/// The base image as a local file: the configured path, or the cached
+/// download (fetched now if needed, each retry kept in the history).
+fn base_image(
+    instance: &Instance,
+    step: &Step,
+    state: &mut State,
+) -> Result<image::Resolved, Error> {
+    let image = &instance.config.image;
+    let cache = image::Cache::new(&instance.dirs);
+    let state_file = instance.paths.state_file();
+    let mut shown = image::shown::Shown {
+        step,
+        record: |attempt: u32, delay: Duration, error: &str| {
+            let delay_ms = delay.as_millis() as u64;
+            state.retrying(Milestone::ImageReady, attempt, delay_ms, error);
+            let _ = state.save(&state_file);
+        },
+    };
+    let mut downloader = image::Downloader::new(image::Policy::default(), &mut shown);
+    Ok(image::resolve(
+        &image.base,
+        image.sha256.as_ref(),
+        &cache,
+        &mut downloader,
+    )?)
+}
+
+/// Creates a file through a temporary name, so a crash never leaves a half-made one.
+fn create_atomically(
+    path: &Path,
+    create: impl FnOnce(&Path) -> Result<(), disk::DiskError>,
+) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    create(&tmp).map_err(UpError::from)?;
+    std::fs::rename(&tmp, path).map_err(|source| UpError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn check_port_free(bind: IpAddr, port: u16) -> Result<(), UpError> {
+    TcpListener::bind((bind, port))
+        .map(drop)
+        .map_err(|_| UpError::PortTaken { bind, port })
+}
+
+/// A free loopback port for the SSH forward.
+fn free_port() -> Result<u16, UpError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|_| UpError::PortTaken {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+    })?;
+    Ok(listener.local_addr().map(|a| a.port()).unwrap_or(0))
+}

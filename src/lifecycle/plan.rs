@@ -1,0 +1,197 @@
+//! The pure planner: rum.toml, what the host offers and the instance's paths
+//! become the spec QEMU is started with (accelerator, firmware, agent
+//! channel, vsock CID, disks, shares, forwards) and, once QEMU runs, the
+//! runtime record. No probing and no files here.
+
+use super::RuntimeInfo;
+use super::error::UpError;
+use super::runtime::MountRecord;
+use crate::config::{Accel as AccelChoice, AgentTransport, Config, FirmwareChoice};
+use crate::disk::BootNeeds;
+use crate::instance::InstancePaths;
+use crate::state::DeviceSet;
+use crate::vm::host::Host;
+use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, Share, VmSpec};
+use rum_firmware::{Firmware, Interface};
+
+/// Everything the spec depends on, resolved by the caller.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub paths: &'a InstancePaths,
+    pub host: &'a Host,
+    /// The concrete machine type behind the config's alias (e.g. `q35`).
+    pub machine: String,
+    /// `RUM_ACCEL`, which wins over `[advanced] accel`.
+    pub accel_env: Option<&'a str>,
+    pub firmware: Firmware,
+    pub mac: &'a str,
+    pub ssh_port: u16,
+    /// Started with stopped CPUs, to load a snapshot first.
+    pub paused: bool,
+}
+
+/// The spec, and what the user should be told about how it was chosen.
+pub struct Plan {
+    pub spec: VmSpec,
+    pub warnings: Vec<&'static str>,
+}
+
+pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
+    let Inputs {
+        config,
+        paths,
+        host,
+        ..
+    } = inputs;
+    let mut warnings = Vec::new();
+    let accel = accel(inputs.accel_env, config.advanced.accel, host.kvm)?;
+    if accel.1 {
+        warnings.push("KVM is not usable here (/dev/kvm); using TCG, which is much slower");
+    }
+    let agent = agent_channel(config.advanced.agent_transport, host.vhost_vsock, paths)?;
+    let spec = VmSpec {
+        name: paths.id.to_string(),
+        accel: accel.0,
+        machine: inputs.machine.clone(),
+        cpus: config.resources.cpus,
+        memory_mb: config.resources.memory_mb,
+        firmware: inputs.firmware.clone(),
+        nvram: paths.nvram(),
+        overlay: paths.overlay(),
+        drives: config
+            .drives
+            .iter()
+            .map(|d| Drive {
+                name: d.name.clone(),
+                path: paths.drive(&d.name),
+                serial: d.serial().to_owned(),
+            })
+            .collect(),
+        seed: paths.seed_iso(),
+        agent,
+        mac: inputs.mac.to_owned(),
+        ssh_port: inputs.ssh_port,
+        forwards: config
+            .ports
+            .iter()
+            .map(|p| Forward {
+                bind: p.bind,
+                host: p.host.get(),
+                guest: p.guest.get(),
+            })
+            .collect(),
+        shares: config
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Share {
+                tag: m.tag.clone(),
+                socket: paths.virtiofs_socket(i),
+            })
+            .collect(),
+        qmp: paths.qmp_socket(),
+        serial_log: paths.serial_log(),
+        pid_file: paths.qemu_pid(),
+        paused: inputs.paused,
+    };
+    Ok(Plan { spec, warnings })
+}
+
+/// The accelerator, and whether `auto` fell back to TCG.
+pub fn accel(env: Option<&str>, config: AccelChoice, kvm: bool) -> Result<(Accel, bool), UpError> {
+    let (choice, source) = match env {
+        Some(value) => match AccelChoice::parse(value) {
+            Some(choice) => (choice, "RUM_ACCEL"),
+            None => return Err(UpError::BadAccelEnv(value.to_owned())),
+        },
+        None => (config, "[advanced] accel"),
+    };
+    Ok(match choice {
+        AccelChoice::Tcg => (Accel::Tcg, false),
+        AccelChoice::Kvm if kvm => (Accel::Kvm, false),
+        AccelChoice::Kvm => return Err(UpError::NoKvm(source)),
+        AccelChoice::Auto if kvm => (Accel::Kvm, false),
+        AccelChoice::Auto => (Accel::Tcg, true),
+    })
+}
+
+/// vsock where the host has it (or it was asked for), else virtio-serial.
+pub fn agent_channel(
+    choice: AgentTransport,
+    vhost_vsock: bool,
+    paths: &InstancePaths,
+) -> Result<AgentChannel, UpError> {
+    let vsock = AgentChannel::Vsock {
+        cid: vsock_cid(paths.id.as_str()),
+    };
+    let serial = AgentChannel::Serial {
+        socket: paths.agent_socket(),
+    };
+    Ok(match choice {
+        AgentTransport::Serial => serial,
+        AgentTransport::Vsock if vhost_vsock => vsock,
+        AgentTransport::Vsock => return Err(UpError::NoVsock),
+        AgentTransport::Auto if vhost_vsock => vsock,
+        AgentTransport::Auto => serial,
+    })
+}
+
+/// UEFI only for an image that cannot boot otherwise: hybrid cloud images
+/// boot either way, and SeaBIOS starts faster. `None`: no base image known.
+pub fn firmware_interface(choice: FirmwareChoice, base_needs: Option<BootNeeds>) -> Interface {
+    match choice {
+        FirmwareChoice::Bios => Interface::Bios,
+        FirmwareChoice::Uefi => Interface::Uefi,
+        FirmwareChoice::Auto => match base_needs {
+            Some(BootNeeds::Uefi) => Interface::Uefi,
+            Some(BootNeeds::Bios | BootNeeds::Unknown) | None => Interface::Bios,
+        },
+    }
+}
+
+/// A guest CID from the instance id, clear of the reserved 0–2.
+pub fn vsock_cid(id: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    3 + u32::from_le_bytes(digest[..4].try_into().expect("4 bytes")) % 0x7fff_0000
+}
+
+/// What is recorded about the VM once QEMU runs it.
+pub fn record(
+    spec: &VmSpec,
+    config: &Config,
+    pid: u32,
+    started: u64,
+    qemu_version: &str,
+    virtiofsd_pids: Vec<u32>,
+) -> RuntimeInfo {
+    RuntimeInfo {
+        pid,
+        started,
+        qemu_version: qemu_version.to_owned(),
+        accel: spec.accel,
+        machine: spec.machine.clone(),
+        firmware: spec.firmware_kind(),
+        agent_transport: spec.transport(),
+        vsock_cid: match spec.agent {
+            AgentChannel::Vsock { cid } => Some(cid),
+            AgentChannel::Serial { .. } => None,
+        },
+        ssh_port: spec.ssh_port,
+        ports: spec.forwards.clone(),
+        mounts: config
+            .mounts
+            .iter()
+            .map(|m| MountRecord {
+                source: m.source.clone(),
+                target: m.target.clone(),
+            })
+            .collect(),
+        virtiofsd_pids,
+        devices: DeviceSet::of(spec),
+        snapshot_nodes: spec.snapshot_nodes(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! A snapshot's record: when it was taken, with which QEMU, and the device
+//! set its vmstate depends on. A snapshot loads only into a QEMU with the
+//! same set; a difference is named to the user.
+
+use crate::vm::spec::{Accel, FirmwareKind, Transport, VmSpec};
+use serde::{Deserialize, Serialize};
+
+/// What a snapshot can only be loaded with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Unix time (seconds).
+    pub created: u64,
+    pub qemu_version: String,
+    pub devices: DeviceSet,
+    /// rum's own (`pre-provision`, `post-system`) rather than the user's.
+    pub rum_owned: bool,
+    /// For `post-system`: the hash of the system scripts that had run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_scripts: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "The VM's devices changed since the `{tag}` snapshot ({changes}), so it cannot be loaded; undo the change, or `rum retry --done` and `rum destroy` to start over"
+)]
+pub struct DevicesChanged {
+    pub tag: String,
+    pub changes: String,
+}
+
+impl SnapshotRecord {
+    /// The one check before any load: live, or into a fresh paused QEMU.
+    pub fn check_loadable(&self, tag: &str, now: &DeviceSet) -> Result<(), DevicesChanged> {
+        let changes = self.devices.differences(now);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(DevicesChanged {
+            tag: tag.to_owned(),
+            changes: changes.join("; "),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSet {
+    pub machine: String,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub firmware: FirmwareKind,
+    pub drives: Vec<String>,
+    /// virtiofs tags, in order.
+    pub mounts: Vec<String>,
+    pub agent: Transport,
+}
+
+impl DeviceSet {
+    pub fn of(spec: &VmSpec) -> Self {
+        Self {
+            machine: spec.machine.clone(),
+            accel: spec.accel,
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            firmware: spec.firmware_kind(),
+            drives: spec.drives.iter().map(|d| d.name.clone()).collect(),
+            mounts: spec.shares.iter().map(|s| s.tag.clone()).collect(),
+            agent: spec.transport(),
+        }
+    }
+
+    /// How `now` differs from `self` (the snapshot's), one line per change.
+    pub fn differences(&self, now: &DeviceSet) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut field = |name: &str, was: String, is: String| {
+            if was != is {
+                out.push(format!("{name}: {was} → {is}"));
+            }
+        };
+        field("machine", self.machine.clone(), now.machine.clone());
+        field("accelerator", self.accel.to_string(), now.accel.to_string());
+        field("cpus", self.cpus.to_string(), now.cpus.to_string());
+        field(
+            "memory_mb",
+            self.memory_mb.to_string(),
+            now.memory_mb.to_string(),
+        );
+        field(
+            "firmware",
+            self.firmware.to_string(),
+            now.firmware.to_string(),
+        );
+        field("drives", list(&self.drives), list(&now.drives));
+        field(
+            "mounts (virtiofs tags)",
+            list(&self.mounts),
+            list(&now.mounts),
+        );
+        field(
+            "agent transport",
+            self.agent.to_string(),
+            now.agent.to_string(),
+        );
+        out
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> DeviceSet {
+        DeviceSet {
+            machine: "pc-q35-10.0".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mb: 1024,
+            firmware: FirmwareKind::Bios,
+            drives: vec![],
+            mounts: vec!["mnt-project".into()],
+            agent: Transport::Serial,
+        }
+    }
+
+    #[test]
+    fn names_each_change() {
+        assert!(set().differences(&set()).is_empty());
+        let mut now = set();
+        now.mounts.push("srv".into());
+        now.memory_mb = 2048;
+        assert_eq!(
+            set().differences(&now),
+            [
+                "memory_mb: 1024 → 2048",
+                "mounts (virtiofs tags): mnt-project → mnt-project, srv"
+            ]
+        );
+        let record = SnapshotRecord {
+            created: 0,
+            qemu_version: "10.0.2".into(),
+            devices: set(),
+            rum_owned: true,
+            system_scripts: None,
+        };
+        assert!(record.check_loadable("pre-provision", &set()).is_ok());
+        let err = record.check_loadable("pre-provision", &now).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`pre-provision` snapshot (memory_mb: 1024 → 2048; mounts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_the_strings_older_records_hold() {
+        let json = r#"{"machine":"pc-q35-10.0","accel":"tcg","cpus":2,"memory_mb":1024,"firmware":"uefi","drives":[],"mounts":[],"agent":"serial"}"#;
+        let set: DeviceSet = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            (set.accel, set.firmware, set.agent),
+            (Accel::Tcg, FirmwareKind::Uefi, Transport::Serial)
+        );
+        assert_eq!(serde_json::to_string(&set).unwrap(), json);
+    }
+}

@@ -1,0 +1,178 @@
+//! What a VM is made of, fully resolved: the input of the pure QEMU command
+//! line builder and of the device set a snapshot is checked against.
+
+use rum_firmware::Firmware;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Block node of the root disk; also where snapshots keep the VM state.
+pub const ROOT_NODE: &str = "root";
+/// The virtio-serial port name the guest agent opens.
+pub const AGENT_PORT: &str = "org.rum.agent.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// Which kind of firmware boots the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareKind {
+    Bios,
+    Uefi,
+}
+
+/// How the host reaches the guest agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Serial,
+    Vsock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChannel {
+    /// virtio-serial port backed by a host Unix socket.
+    Serial {
+        socket: PathBuf,
+    },
+    Vsock {
+        cid: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    pub name: String,
+    pub path: PathBuf,
+    /// What names it in the guest: /dev/disk/by-id/virtio-<serial>.
+    pub serial: String,
+}
+
+/// A virtiofs share served by a virtiofsd listening on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
+/// A host port forwarded to a guest port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub bind: IpAddr,
+    pub host: u16,
+    pub guest: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub machine: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub firmware: Firmware,
+    pub nvram: PathBuf,
+    pub overlay: PathBuf,
+    pub drives: Vec<Drive>,
+    pub seed: PathBuf,
+    pub agent: AgentChannel,
+    pub mac: String,
+    pub ssh_port: u16,
+    pub forwards: Vec<Forward>,
+    pub shares: Vec<Share>,
+    pub qmp: PathBuf,
+    pub serial_log: PathBuf,
+    pub pid_file: PathBuf,
+    /// Start with the CPUs stopped (to load a snapshot before anything runs).
+    pub paused: bool,
+}
+
+impl VmSpec {
+    /// Block nodes a snapshot covers: the root disk and every drive.
+    pub fn snapshot_nodes(&self) -> Vec<String> {
+        snapshot_nodes(self.drives.iter().map(|d| d.name.as_str()))
+    }
+
+    pub fn firmware_kind(&self) -> FirmwareKind {
+        match self.firmware {
+            Firmware::Bios { .. } => FirmwareKind::Bios,
+            Firmware::Uefi { .. } => FirmwareKind::Uefi,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.agent {
+            AgentChannel::Serial { .. } => Transport::Serial,
+            AgentChannel::Vsock { .. } => Transport::Vsock,
+        }
+    }
+}
+
+/// The block nodes of the root disk and of the named drives, root first.
+pub fn snapshot_nodes<'a>(drives: impl Iterator<Item = &'a str>) -> Vec<String> {
+    std::iter::once(ROOT_NODE.to_owned())
+        .chain(drives.map(drive_node))
+        .collect()
+}
+
+pub fn drive_node(name: &str) -> String {
+    format!("drive-{name}")
+}
+
+/// The file behind each snapshot node of an instance (`drive-NAME` is a
+/// drive, the root node the overlay).
+pub fn node_files(
+    nodes: &[String],
+    overlay: &std::path::Path,
+    drive: impl Fn(&str) -> PathBuf,
+) -> Vec<(String, PathBuf)> {
+    nodes
+        .iter()
+        .map(|node| {
+            let path = match node.strip_prefix("drive-") {
+                Some(name) => drive(name),
+                None => overlay.to_path_buf(),
+            };
+            (node.clone(), path)
+        })
+        .collect()
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+impl fmt::Display for FirmwareKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FirmwareKind::Bios => "bios",
+            FirmwareKind::Uefi => "uefi",
+        })
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Serial => "serial",
+            Transport::Vsock => "vsock",
+        })
+    }
+}
+
+impl fmt::Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} → {}", self.bind, self.host, self.guest)
+    }
+}
