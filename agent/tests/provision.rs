@@ -295,3 +295,73 @@ async fn cancelling_a_run_kills_the_running_script() {
     assert!(!agent.state.join(".system-provisioned").exists());
     client.ping().await.unwrap();
 }
+
+/// The host runs provisioning in two calls, the system phase and then the
+/// boot phase (and `rum retry --from boot` sends only the boot phase). The
+/// boot call must leave the cached system scripts alone: they still show in
+/// `status`, and they still hold the boot scripts back on a VM whose system
+/// provisioning has not completed.
+#[tokio::test]
+async fn a_boot_only_run_keeps_the_cached_system_scripts() {
+    let mut agent = Agent::start();
+    let system = traced(
+        &agent,
+        &[
+            ("drives", 0, RunOn::System, ""),
+            ("system", 100, RunOn::System, ""),
+        ],
+    );
+    let boot = traced(&agent, &[("boot", 200, RunOn::Boot, "")]);
+    {
+        let client = agent.client().await;
+        assert!(client.provision(system.clone(), |_| {}).await.unwrap().ok);
+        assert!(client.provision(boot.clone(), |_| {}).await.unwrap().ok);
+        let status = client.status().await.unwrap();
+        let cached: Vec<_> = status
+            .scripts
+            .iter()
+            .map(|s| (s.name.as_str(), s.run_on))
+            .collect();
+        assert_eq!(
+            cached,
+            [
+                ("drives", RunOn::System),
+                ("system", RunOn::System),
+                ("boot", RunOn::Boot)
+            ],
+            "the boot call replaced the whole cache"
+        );
+        // Each cached file still holds its own script.
+        for (cached, script) in status.scripts.iter().zip(system.iter().chain(&boot)) {
+            assert_eq!(read(std::path::Path::new(&cached.path)), script.content);
+        }
+        // Once more, as after `rum retry --from boot`: still no duplicates.
+        assert!(client.provision(boot, |_| {}).await.unwrap().ok);
+        assert_eq!(client.status().await.unwrap().scripts.len(), 3);
+    }
+    assert_eq!(read(&agent.path("trace")), "drives\nsystem\nboot\nboot\n");
+
+    // A reboot: the agent runs the boot script by itself, and only that.
+    agent.set_boot_id("boot-2");
+    agent.restart();
+    assert!(
+        eventually(Duration::from_secs(10), || read(&agent.path("trace"))
+            == "drives\nsystem\nboot\nboot\nboot\n")
+        .await,
+        "{:?}",
+        read(&agent.path("trace"))
+    );
+
+    // Without the sentinel (system provisioning undone), the cached system
+    // scripts hold the boot script back on the next boot.
+    std::fs::remove_file(agent.state.join(".system-provisioned")).unwrap();
+    agent.set_boot_id("boot-3");
+    agent.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = agent.client().await.status().await.unwrap();
+    assert_ne!(status.boot_scripts_ran_for.as_deref(), Some("boot-3"));
+    assert_eq!(
+        read(&agent.path("trace")),
+        "drives\nsystem\nboot\nboot\nboot\n"
+    );
+}

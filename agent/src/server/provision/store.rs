@@ -123,9 +123,26 @@ impl ProvisionStore {
         )
     }
 
-    /// Replaces the cache with `scripts` (already in run order).
+    /// Caches the scripts of a provisioning call (already in run order).
+    ///
+    /// The host provisions in two calls: the system phase (system scripts
+    /// only, or everything), then the boot phase (boot scripts only; `rum
+    /// retry --from boot` sends only that one). A call that carries a system
+    /// script replaces the whole cache. A call without one replaces the
+    /// cached boot scripts and keeps the cached system scripts: they still
+    /// show in `status`, and they still hold the boot scripts back at boot
+    /// until system provisioning has completed.
     pub fn cache(&self, scripts: &[Script]) -> io::Result<()> {
-        let all = scripts;
+        let mut all = if scripts.iter().any(|s| s.run_on == RunOn::System) {
+            Vec::new()
+        } else {
+            self.cached_scripts(&self.manifest(), RunOn::System)?
+        };
+        all.extend(scripts.iter().cloned());
+        // Stable: the kept system scripts stay ahead of boot scripts of the same order.
+        all.sort_by_key(|s| s.order);
+        // Every content is in memory before a file is written: an index may
+        // now name another script's file.
         let dir = self.scripts_dir();
         let mut manifest = Manifest::default();
         for (i, s) in all.iter().enumerate() {
@@ -287,5 +304,99 @@ mod tests {
     fn names_become_safe_file_names() {
         assert_eq!(sanitize("drives & fs/0"), "drives___fs_0");
         assert_eq!(sanitize(""), "script");
+    }
+
+    fn script(name: &str, order: i64, run_on: RunOn) -> Script {
+        Script {
+            name: name.into(),
+            content: format!("echo {name}"),
+            order,
+            run_on,
+        }
+    }
+
+    /// (name, run_on, content) of what the store has cached.
+    fn cached(store: &ProvisionStore) -> Vec<(String, RunOn, String)> {
+        store
+            .manifest()
+            .scripts
+            .iter()
+            .map(|e| {
+                let content = fs::read_to_string(store.script_path(e)).unwrap();
+                (e.name.clone(), e.run_on, content)
+            })
+            .collect()
+    }
+
+    fn expect(list: &[(&str, RunOn)]) -> Vec<(String, RunOn, String)> {
+        list.iter()
+            .map(|(n, r)| (n.to_string(), *r, format!("echo {n}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_call_without_system_scripts_keeps_the_cached_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProvisionStore::open(dir.path()).unwrap();
+        let everything = [
+            script("drives", 0, RunOn::System),
+            script("system", 100, RunOn::System),
+            script("old-boot", 200, RunOn::Boot),
+        ];
+        store.cache(&everything).unwrap();
+
+        // The boot phase: the system scripts stay, the boot scripts are replaced.
+        let boot = [
+            script("boot-a", 200, RunOn::Boot),
+            script("boot-b", 300, RunOn::Boot),
+        ];
+        store.cache(&boot).unwrap();
+        let want = expect(&[
+            ("drives", RunOn::System),
+            ("system", RunOn::System),
+            ("boot-a", RunOn::Boot),
+            ("boot-b", RunOn::Boot),
+        ]);
+        assert_eq!(cached(&store), want);
+        // Again (retry --from boot): the same cache, no stray files.
+        store.cache(&boot).unwrap();
+        assert_eq!(cached(&store), want);
+        let files = fs::read_dir(dir.path().join("scripts")).unwrap().count();
+        assert_eq!(files, want.len() + 1, "scripts plus the manifest");
+        let boot_scripts = store
+            .cached_scripts(&store.manifest(), RunOn::Boot)
+            .unwrap();
+        assert_eq!(boot_scripts, boot);
+
+        // A call with system scripts is a new provisioning: it replaces everything.
+        store.cache(&[script("other", 100, RunOn::System)]).unwrap();
+        assert_eq!(cached(&store), expect(&[("other", RunOn::System)]));
+    }
+
+    #[test]
+    fn kept_system_scripts_stay_in_run_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProvisionStore::open(dir.path()).unwrap();
+        store
+            .cache(&[
+                script("early", 0, RunOn::System),
+                script("late", 500, RunOn::System),
+            ])
+            .unwrap();
+        store
+            .cache(&[
+                script("first", -5, RunOn::Boot),
+                script("middle", 200, RunOn::Boot),
+            ])
+            .unwrap();
+        assert_eq!(
+            cached(&store),
+            expect(&[
+                ("first", RunOn::Boot),
+                ("early", RunOn::System),
+                ("middle", RunOn::Boot),
+                ("late", RunOn::System),
+            ])
+        );
     }
 }
