@@ -29,13 +29,9 @@ fn options(instance: &Instance, info: &RuntimeInfo) -> Vec<String> {
 }
 
 fn running(instance: &Instance) -> Result<RuntimeInfo, Error> {
-    match (
-        instance.qemu_pid(),
-        RuntimeInfo::load(&instance.paths.runtime_info()),
-    ) {
-        (Some(_), Some(info)) => Ok(info),
-        _ => Err(AgentError::NotRunning(instance.paths.id.to_string()).into()),
-    }
+    instance
+        .running()
+        .ok_or_else(|| AgentError::NotRunning(instance.paths.id.to_string()).into())
 }
 
 pub fn ssh(file: &Path, args: &[String]) -> Result<ExitStatus, Error> {

@@ -2,13 +2,12 @@
 
 use crate::disk;
 use crate::instance::InstanceLock;
-use crate::lifecycle::{Instance, RuntimeInfo};
+use crate::lifecycle::Instance;
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, ExitStatus};
 use std::fmt::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// History entries shown to people (JSON gets them all).
 const HISTORY_SHOWN: usize = 12;
@@ -18,7 +17,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
     let paths = &instance.paths;
     let exists = paths.exists();
     let pid = instance.qemu_pid();
-    let info = pid.and(RuntimeInfo::load(&paths.runtime_info()));
+    let info = instance.running();
     let state = State::load(&paths.state_file())?;
     let snapshots = disk::inspect(&paths.overlay())
         .map(|i| i.snapshots)
@@ -29,10 +28,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
         (true, Some(_)) => "running",
         (true, None) => "stopped",
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_now();
     let uptime = info.as_ref().map(|i| now.saturating_sub(i.started));
 
     let mut s = String::new();

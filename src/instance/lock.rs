@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Who holds a lock, as recorded in the lock file.
@@ -61,7 +61,6 @@ pub enum LockWait {
 #[derive(Debug)]
 pub struct InstanceLock {
     _file: File,
-    path: PathBuf,
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -95,10 +94,7 @@ impl InstanceLock {
             .and_then(|()| file.write_all(record.as_bytes()))
             .and_then(|()| file.flush())
             .map_err(open_error)?;
-        Ok(Self {
-            _file: file,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { _file: file })
     }
 
     fn take(
@@ -144,10 +140,6 @@ impl InstanceLock {
             Ok(()) => None,
             Err(_) => Some(Self::holder(&mut file)),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn holder(file: &mut File) -> Holder {

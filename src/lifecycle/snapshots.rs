@@ -5,9 +5,10 @@
 
 use super::boot::{self, Restoring};
 use super::{Instance, RuntimeInfo, connect_agent};
+use crate::clock::unix_now;
 use crate::guard::Guard;
 use crate::output::Reporter;
-use crate::state::{DeviceSet, DevicesChanged, SnapshotRecord, State, unix_now};
+use crate::state::{DeviceSet, DevicesChanged, SnapshotRecord, State};
 use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
 use crate::{Error, vm};
 use rum_agent::Client;

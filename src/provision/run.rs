@@ -50,10 +50,7 @@ pub async fn run(
         .map(|s| std::fs::File::create(log_path(s)).ok())
         .collect();
     let mut phases = Phases::new(&scripts, reporter);
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started = crate::clock::unix_now();
     let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
     let listing = scripts.clone();
 

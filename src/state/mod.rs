@@ -9,7 +9,6 @@ pub use snapshot::{DeviceSet, DevicesChanged, SnapshotRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Steps of bring-up and provisioning, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,17 +143,6 @@ pub enum StateError {
     },
 }
 
-/// Unix time now, in seconds.
-pub fn unix_now() -> u64 {
-    unix_now_duration().as_secs()
-}
-
-fn unix_now_duration() -> std::time::Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 /// Keeps the history from growing without bound over many `up`s.
 const MAX_HISTORY: usize = 500;
 
@@ -245,7 +233,7 @@ impl State {
     }
 
     fn record(&mut self, milestone: Milestone, event: Event, detail: Option<String>) {
-        let now = unix_now_duration();
+        let now = crate::clock::since_epoch();
         self.entry(milestone).updated = now.as_secs();
         self.history.push(HistoryEntry {
             at_ms: now.as_millis() as u64,
