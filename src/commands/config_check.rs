@@ -1,6 +1,6 @@
 //! `rum config check`: validate rum.toml and print what rum will use.
 
-use crate::config::{self, Config, ImageSource, Script};
+use crate::config::{self, Config, Script};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
@@ -45,14 +45,7 @@ fn summary(c: &Config, paths: &InstancePaths) -> String {
         "instance",
         format!("{} in {}", paths.id, paths.data.display()),
     );
-    row(
-        "image",
-        match &c.image.base {
-            ImageSource::Path(p) => p.display().to_string(),
-            ImageSource::Url(u) => u.clone(),
-            ImageSource::Shorthand(n) => n.clone(),
-        },
-    );
+    row("image", c.image.base.to_string());
     row(
         "resources",
         format!(

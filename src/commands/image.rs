@@ -2,7 +2,7 @@
 
 use crate::image::cache::{self, Listed, ListedState};
 use crate::image::shown::Shown;
-use crate::image::{self, Cache, Checksum, Downloader, ImageError, Policy, Remote, known};
+use crate::image::{self, Cache, Checksum, Downloader, ImageError, ImageSource, Policy, Remote};
 use crate::instance::BaseDirs;
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
@@ -14,18 +14,12 @@ pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exi
     let sha256 = sha256
         .map(|text| Checksum::sha256(text).ok_or_else(|| ImageError::BadSha256(text.to_owned())))
         .transpose()?;
-    let remote = if base.starts_with("http://") || base.starts_with("https://") {
-        Remote::Url(base.to_owned())
-    } else if let Some(k) = known::lookup(base) {
-        Remote::Known(k)
-    } else if std::path::Path::new(base).exists() {
-        return Err(ImageError::LocalPath(base.to_owned()).into());
-    } else {
-        return Err(ImageError::UnknownName {
-            name: base.to_owned(),
-        }
-        .into());
-    };
+    // Read as `[image] base` is, relative paths from here: a path is refused
+    // below, since rum uses a local file where it is.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let source = ImageSource::classify(base, &cwd).map_err(ImageError::from)?;
+    let remote =
+        Remote::from_source(&source)?.ok_or_else(|| ImageError::LocalPath(base.to_owned()))?;
     let cache = Cache::new(&BaseDirs::from_env()?);
     let name = remote.entry_name();
     let step = reporter.step(format!("Fetching {name}"));

@@ -1,7 +1,8 @@
 //! The resolved configuration: defaults applied, every value checked. The rest
 //! of rum trusts these types and never re-validates.
 
-use super::ByteSize;
+use super::size::ByteSize;
+use crate::image::{Checksum, ImageSource};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::num::NonZeroU16;
@@ -33,20 +34,7 @@ pub struct Image {
     #[serde(flatten)]
     pub base: ImageSource,
     /// `[image] sha256`: what the base must hash to (else a published sums file).
-    pub sha256: Option<crate::image::Checksum>,
-}
-
-/// Where the base image comes from. Only the form is checked here; fetching
-/// and verifying happen when the image is needed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum ImageSource {
-    /// A local qcow2 or raw file, absolute.
-    Path(PathBuf),
-    /// An http(s) URL.
-    Url(String),
-    /// A name such as `debian-12` that stands for an official cloud image.
-    Shorthand(String),
+    pub sha256: Option<Checksum>,
 }
 
 #[derive(Debug, Clone, Serialize)]

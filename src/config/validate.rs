@@ -9,7 +9,8 @@ use super::size::ByteSize;
 use super::size::{GIB, MIB};
 use super::span::KeyPath;
 use super::suggest::closest;
-use crate::image::Checksum;
+use crate::image::source::resolve_host_path;
+use crate::image::{Checksum, ImageSource, SourceError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroU16;
@@ -192,77 +193,40 @@ fn image_base(
         return None;
     };
     let path = path.key("base");
-    let Some(base) = raw.base.filter(|b| !b.trim().is_empty()) else {
-        c.problem_with_help(
-            path,
-            "is missing or empty",
-            "set it to a local image file, an http(s) URL, or a name such as \"debian-12\"",
-        );
-        return None;
-    };
-    if base.starts_with("http://") || base.starts_with("https://") {
-        let host = base
-            .split("://")
-            .nth(1)
-            .unwrap_or("")
-            .split('/')
-            .next()
-            .unwrap_or("");
-        if host.is_empty() || base.chars().any(char::is_whitespace) {
-            c.problem(path, format!("`{base}` is not a valid URL"));
-            return None;
-        }
-        return Some(ImageSource::Url(base));
-    }
-    if base.contains("://") {
-        c.problem(
-            path,
-            format!("`{base}` uses an unsupported scheme; use http:// or https://"),
-        );
-        return None;
-    }
-    let looks_like_path = base.contains('/')
-        || base.starts_with('.')
-        || base.starts_with('~')
-        || [".qcow2", ".img", ".raw"]
-            .iter()
-            .any(|ext| base.ends_with(ext));
-    if !looks_like_path {
-        if !base
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_'))
-        {
-            c.problem(
-                path,
-                format!("`{base}` is neither a path, a URL nor an image name"),
-            );
-            return None;
-        }
-        if crate::image::known::lookup(&base).is_none() {
+    let value = raw.base.unwrap_or_default();
+    let source = match ImageSource::classify(&value, dir) {
+        Ok(source) => source,
+        Err(SourceError::Empty) => {
             c.problem_with_help(
                 path,
-                format!("`{base}` is not an image name rum knows"),
-                format!(
-                    "use one of {}, an http(s) URL, or a path such as \"./{base}\"",
-                    crate::image::known::names().collect::<Vec<_>>().join(", ")
-                ),
+                "is missing or empty",
+                "set it to a local image file, an http(s) URL, or a name such as \"debian-12\"",
             );
             return None;
         }
-        return Some(ImageSource::Shorthand(base));
-    }
-    let file = resolve_host_path(&base, dir);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.is_file() => Some(ImageSource::Path(file)),
-        Ok(_) => {
-            c.problem(path, format!("`{}` is not a file", file.display()));
-            None
-        }
         Err(e) => {
-            c.problem(path, format!("`{}` cannot be read: {e}", file.display()));
-            None
+            match e.help() {
+                Some(help) => c.problem_with_help(path, e.to_string(), help),
+                None => c.problem(path, e.to_string()),
+            }
+            return None;
+        }
+    };
+    // Only a local file can be checked now; downloads are checked when fetched.
+    if let ImageSource::Path(file) = &source {
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                c.problem(path, format!("`{}` is not a file", file.display()));
+                return None;
+            }
+            Err(e) => {
+                c.problem(path, format!("`{}` cannot be read: {e}", file.display()));
+                return None;
+            }
         }
     }
+    Some(source)
 }
 
 fn resources(c: &mut Checker, raw: RawResources) -> Resources {
@@ -855,14 +819,4 @@ fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advanced {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `~/x` is under $HOME; relative paths start at the config file's directory.
-fn resolve_host_path(text: &str, dir: &Path) -> PathBuf {
-    if let Some(rest) = text.strip_prefix("~/")
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        return PathBuf::from(home).join(rest);
-    }
-    dir.join(text)
 }

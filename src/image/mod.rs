@@ -7,13 +7,14 @@ pub mod checksum;
 pub mod download;
 pub mod known;
 pub mod shown;
+pub mod source;
 
 pub use cache::{Cache, CacheLock, Meta};
 pub use checksum::Checksum;
 pub use download::{Downloader, Observer, Policy};
 pub use known::Known;
+pub use source::{ImageSource, SourceError};
 
-use crate::config::ImageSource;
 use crate::disk;
 use indicatif::HumanBytes;
 use sha2::{Digest, Sha256};
@@ -97,6 +98,8 @@ pub enum ImageError {
     BadSha256(String),
     #[error("`{0}` is a local file; rum uses it where it is, there is nothing to download")]
     LocalPath(String),
+    #[error(transparent)]
+    Source(SourceError),
     #[error("Cannot write {}", .path.display())]
     CacheWrite {
         path: PathBuf,
@@ -122,8 +125,18 @@ impl ImageError {
                 | ImageError::NotCached { .. }
                 | ImageError::InUse { .. }
                 | ImageError::LocalPath(_)
+                | ImageError::Source(_)
                 | ImageError::BadSha256(_)
         )
+    }
+}
+
+impl From<SourceError> for ImageError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::UnknownName(name) => ImageError::UnknownName { name },
+            other => ImageError::Source(other),
+        }
     }
 }
 
