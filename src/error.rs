@@ -1,32 +1,11 @@
-//! The library's error type and the exit status each error maps to.
+//! The error type of the commands (the CLI edge) and the exit status each
+//! error maps to.
 
+use crate::ExitStatus;
 use crate::config::ConfigError;
 use crate::instance::InstanceError;
+use crate::lifecycle::LifecycleError;
 use std::path::PathBuf;
-
-/// What a `rum` command exits with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Success,
-    /// The command ran and something failed.
-    Failure,
-    /// The command line or the config is wrong; nothing was changed.
-    Usage,
-    /// Passed through from a guest command (`rum exec`): its exit code, or
-    /// 128 + the signal that killed it.
-    Guest(u8),
-}
-
-impl ExitStatus {
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Success => 0,
-            ExitStatus::Failure => 1,
-            ExitStatus::Usage => 2,
-            ExitStatus::Guest(code) => i32::from(code),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,19 +20,9 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
-    Up(#[from] crate::lifecycle::error::UpError),
-    #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
-    Injected(#[from] crate::lifecycle::error::Injected),
-    #[error(transparent)]
-    Agent(#[from] crate::lifecycle::AgentError),
-    #[error(transparent)]
-    Destroy(#[from] crate::lifecycle::stop::DestroyError),
-    #[error(transparent)]
-    Snapshot(#[from] crate::lifecycle::snapshots::SnapshotError),
-    #[error(transparent)]
-    Script(#[from] crate::provision::scripts::ScriptError),
+    Lifecycle(#[from] LifecycleError),
     #[error("{} already exists; edit it, or pass `-c OTHER.rum.toml` to create another", .0.display())]
     ConfigExists(PathBuf),
     #[error("Cannot write {}", .path.display())]
@@ -82,22 +51,50 @@ pub enum Error {
     CurrentDir(#[source] std::io::Error),
 }
 
+/// The lifecycle's own errors reach the CLI through its layer's error.
+macro_rules! through_lifecycle {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for Error {
+            fn from(e: $error) -> Self {
+                Error::Lifecycle(e.into())
+            }
+        })*
+    };
+}
+
+through_lifecycle!(
+    crate::lifecycle::error::UpError,
+    crate::lifecycle::error::Injected,
+    crate::lifecycle::AgentError,
+    crate::lifecycle::stop::DestroyError,
+    crate::lifecycle::snapshots::SnapshotError,
+    crate::provision::ProvisionError,
+    crate::provision::scripts::ScriptError,
+);
+
 impl Error {
     pub fn exit_status(&self) -> ExitStatus {
-        match self {
+        let usage = match self {
             Error::Config(_)
             | Error::ConfigExists(_)
             | Error::CpNoGuestSide(..)
-            | Error::CpTwoGuestSides(..) => ExitStatus::Usage,
-            Error::Instance(e) if e.is_usage() => ExitStatus::Usage,
-            Error::Image(e) if e.is_usage() => ExitStatus::Usage,
-            Error::Seed(crate::seed::SeedError::NotEmpty(_)) => ExitStatus::Usage,
-            Error::Destroy(crate::lifecycle::stop::DestroyError::HasSnapshots { .. }) => {
-                ExitStatus::Usage
-            }
-            Error::Up(e) if e.is_usage() => ExitStatus::Usage,
-            Error::Snapshot(e) if e.is_usage() => ExitStatus::Usage,
-            _ => ExitStatus::Failure,
+            | Error::CpTwoGuestSides(..) => true,
+            Error::Instance(e) => e.is_usage(),
+            Error::Image(e) => e.is_usage(),
+            Error::Seed(e) => e.is_usage(),
+            Error::Lifecycle(e) => e.is_usage(),
+            Error::Identity(_)
+            | Error::State(_)
+            | Error::Write { .. }
+            | Error::Ssh { .. }
+            | Error::AgentCall(_)
+            | Error::Prompt(_)
+            | Error::CurrentDir(_) => false,
+        };
+        if usage {
+            ExitStatus::Usage
+        } else {
+            ExitStatus::Failure
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod exit;
 pub mod fsutil;
 pub mod guard;
 pub mod identity;
@@ -21,4 +22,5 @@ pub mod state;
 pub mod testhook;
 pub mod vm;
 
-pub use error::{Error, ExitStatus};
+pub use error::Error;
+pub use exit::ExitStatus;

@@ -26,6 +26,12 @@ pub enum SeedError {
     Identity(#[from] IdentityError),
 }
 
+impl SeedError {
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SeedError::NotEmpty(_))
+    }
+}
+
 /// The seed's inputs for this config and guest.
 pub fn args<'a>(config: &Config, guest: &GuestIdentity, agent: &'a [u8]) -> SeedArgs<'a> {
     let mut authorized_keys = vec![guest.client_public.clone()];

@@ -8,5 +8,5 @@ use std::path::Path;
 
 pub fn run(file: &Path, mode: RetryMode, reporter: &Reporter) -> Result<ExitStatus, Error> {
     let instance = Instance::open(file)?;
-    retry(&instance, mode, reporter)
+    Ok(retry(&instance, mode, reporter)?)
 }

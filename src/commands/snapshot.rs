@@ -49,7 +49,7 @@ pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<ExitS
             if let Err(e) = rt.block_on(snapshots::save(&instance, &mut state, &name, &info, None))
             {
                 step.fail(&e.to_string());
-                return Err(e);
+                return Err(e.into());
             }
             step.done();
             reporter.result(
@@ -70,7 +70,7 @@ pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<ExitS
             let step = reporter.step(format!("Deleting `{name}`"));
             if let Err(e) = snapshots::delete(&instance, &[name.to_owned()]) {
                 step.fail(&e.to_string());
-                return Err(e);
+                return Err(e.into());
             }
             step.done();
             state.snapshots.remove(name);

@@ -57,6 +57,7 @@ fn foreground(
                 status = match retry(instance, RetryMode::Full, reporter) {
                     Ok(status) => status,
                     Err(e) => {
+                        let e = Error::from(e);
                         reporter.error(&e, e.exit_status().code());
                         ExitStatus::Failure
                     }

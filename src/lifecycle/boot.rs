@@ -4,6 +4,7 @@
 //! registers its inverse on the caller's rollback guard; milestones already
 //! completed are not redone.
 
+use super::error::LifecycleError;
 use super::error::UpError;
 use super::milestones::Milestones;
 use super::plan::{self, Inputs};
@@ -16,7 +17,7 @@ use crate::state::{DeviceSet, Milestone, State};
 use crate::vm::host::{self, Host};
 use crate::vm::spec::{Share, VmSpec};
 use crate::vm::{process, qemu, qemu_args, virtiofsd};
-use crate::{Error, agent_binary, disk, image, seed};
+use crate::{agent_binary, disk, image, seed};
 use rum_agent::Client;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -32,9 +33,9 @@ pub struct Booted {
 /// and the load.
 pub struct Restoring<'a> {
     /// Refuses a device set the snapshot cannot be loaded into.
-    pub check: &'a dyn Fn(&DeviceSet) -> Result<(), Error>,
+    pub check: &'a dyn Fn(&DeviceSet) -> Result<(), LifecycleError>,
     /// Loads the snapshot into the paused QEMU and lets it run.
-    pub load: &'a dyn Fn(&RuntimeInfo) -> Result<(), Error>,
+    pub load: &'a dyn Fn(&RuntimeInfo) -> Result<(), LifecycleError>,
 }
 
 pub fn bring_up(
@@ -44,7 +45,7 @@ pub fn bring_up(
     restoring: Option<Restoring<'_>>,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<Booted, Error> {
+) -> Result<Booted, LifecycleError> {
     let mut boot = Boot {
         instance,
         reporter,
@@ -77,7 +78,7 @@ struct Boot<'a> {
 
 impl Boot<'_> {
     /// Everything up to the spec: disks, firmware, seed, ports, runtime dir.
-    fn prepare(&mut self, paused: bool) -> Result<(VmSpec, Host), Error> {
+    fn prepare(&mut self, paused: bool) -> Result<(VmSpec, Host), LifecycleError> {
         let config = &self.instance.config;
         let paths = &self.instance.paths;
         std::fs::create_dir_all(paths.logs_dir()).map_err(|source| UpError::Write {
@@ -127,7 +128,7 @@ impl Boot<'_> {
     }
 
     /// The overlay on the base image and the data drives, once each.
-    fn disks(&mut self) -> Result<(), Error> {
+    fn disks(&mut self) -> Result<(), LifecycleError> {
         let config = &self.instance.config;
         let paths = &self.instance.paths;
         let overlay = paths.overlay();
@@ -181,7 +182,7 @@ impl Boot<'_> {
     }
 
     /// Rebuilt only when what goes into it changed (config, keys, agent).
-    fn seed(&mut self, guest: &GuestIdentity) -> Result<(), Error> {
+    fn seed(&mut self, guest: &GuestIdentity) -> Result<(), LifecycleError> {
         let paths = &self.instance.paths;
         let args = seed::args(&self.instance.config, guest, agent_binary::BYTES);
         if self.steps.state.is_completed(Milestone::SeedBuilt) && !seed::is_stale(paths, &args)? {
@@ -202,7 +203,7 @@ impl Boot<'_> {
         )
     }
 
-    fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, Error> {
+    fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, LifecycleError> {
         let paths = &self.instance.paths;
         let base_needs = match disk::backing_file(&paths.overlay()).map_err(UpError::from)? {
             Some(base) => {
@@ -238,7 +239,7 @@ impl Boot<'_> {
     }
 
     /// virtiofsd for each share, QEMU, and the runtime record.
-    fn start(&mut self, spec: &VmSpec, host: &Host) -> Result<RuntimeInfo, Error> {
+    fn start(&mut self, spec: &VmSpec, host: &Host) -> Result<RuntimeInfo, LifecycleError> {
         let paths = &self.instance.paths;
         let virtiofsd_pids = self.start_virtiofsd(&spec.shares)?;
         let guard = &mut *self.guard;
@@ -269,7 +270,7 @@ impl Boot<'_> {
     }
 
     /// One virtiofsd per share, each stopped by the guard on failure.
-    fn start_virtiofsd(&mut self, shares: &[Share]) -> Result<Vec<u32>, Error> {
+    fn start_virtiofsd(&mut self, shares: &[Share]) -> Result<Vec<u32>, LifecycleError> {
         let mounts = &self.instance.config.mounts;
         if mounts.is_empty() {
             return Ok(Vec::new());
@@ -325,7 +326,7 @@ fn base_image(
     instance: &Instance,
     step: &Step,
     state: &mut State,
-) -> Result<image::Resolved, Error> {
+) -> Result<image::Resolved, LifecycleError> {
     let image = &instance.config.image;
     let cache = image::Cache::new(&instance.dirs);
     let state_file = instance.paths.state_file();
@@ -350,7 +351,7 @@ fn base_image(
 fn create_atomically(
     path: &Path,
     create: impl FnOnce(&Path) -> Result<(), disk::DiskError>,
-) -> Result<(), Error> {
+) -> Result<(), LifecycleError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     create(&tmp).map_err(UpError::from)?;

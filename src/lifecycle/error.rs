@@ -1,6 +1,7 @@
-//! What can go wrong while a VM is brought up.
+//! What can go wrong in the life of a VM: the layer's error, wrapping the
+//! errors of the layers below, and the bring-up's own.
 
-use crate::{disk, vm};
+use crate::{config, disk, identity, image, instance, provision, seed, state, vm};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,3 +62,68 @@ impl UpError {
 #[derive(Debug, thiserror::Error)]
 #[error("Injected failure after `{0}` (RUM_TEST_FAIL_AFTER)")]
 pub struct Injected(pub String);
+
+/// The error of everything in `lifecycle/`.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Instance(#[from] instance::InstanceError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Seed(#[from] seed::SeedError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Up(#[from] UpError),
+    #[error(transparent)]
+    Injected(#[from] Injected),
+    #[error(transparent)]
+    Agent(#[from] super::AgentError),
+    #[error(transparent)]
+    AgentCall(#[from] rum_agent::Error),
+    #[error(transparent)]
+    Destroy(#[from] super::stop::DestroyError),
+    #[error(transparent)]
+    Snapshot(#[from] super::snapshots::SnapshotError),
+    #[error(transparent)]
+    Provision(#[from] provision::ProvisionError),
+    #[error("Cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<provision::scripts::ScriptError> for LifecycleError {
+    fn from(e: provision::scripts::ScriptError) -> Self {
+        LifecycleError::Provision(e.into())
+    }
+}
+
+impl LifecycleError {
+    /// The user's command line, config or environment is wrong: exit 2.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            LifecycleError::Config(_) => true,
+            LifecycleError::Instance(e) => e.is_usage(),
+            LifecycleError::Seed(e) => e.is_usage(),
+            LifecycleError::Image(e) => e.is_usage(),
+            LifecycleError::Up(e) => e.is_usage(),
+            LifecycleError::Destroy(e) => e.is_usage(),
+            LifecycleError::Snapshot(e) => e.is_usage(),
+            LifecycleError::Provision(e) => e.is_usage(),
+            LifecycleError::Identity(_)
+            | LifecycleError::State(_)
+            | LifecycleError::Injected(_)
+            | LifecycleError::Agent(_)
+            | LifecycleError::AgentCall(_)
+            | LifecycleError::Write { .. } => false,
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! Waiting for the guest: its agent answering, then cloud-init finished.
 
 use super::agent::endpoint;
+use super::error::LifecycleError;
 use super::error::UpError;
 use super::{Instance, RuntimeInfo};
-use crate::Error;
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
 use crate::vm::process;
@@ -28,7 +28,7 @@ pub fn wait_for_agent(
     info: &RuntimeInfo,
     state: &mut State,
     rt: &tokio::runtime::Runtime,
-) -> Result<Client, Error> {
+) -> Result<Client, LifecycleError> {
     let timeout = std::env::var("RUM_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -82,7 +82,7 @@ pub fn wait_for_cloud_init(
     client: &Client,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<(), Error> {
+) -> Result<(), LifecycleError> {
     let step = reporter.step("Waiting for cloud-init to finish");
     let request = ExecRequest::argv(["cloud-init", "status", "--wait"]);
     match rt.block_on(client.exec_output(request)) {

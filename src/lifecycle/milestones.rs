@@ -4,7 +4,7 @@
 //! What is completed is not done again by the next command.
 
 use super::error::Injected;
-use crate::Error;
+use super::error::LifecycleError;
 use crate::instance::InstancePaths;
 use crate::output::{Reporter, Step};
 use crate::state::{Milestone, State};
@@ -33,8 +33,8 @@ impl<'a> Milestones<'a> {
         &mut self,
         milestone: Milestone,
         title: &str,
-        work: impl FnOnce(&Step, &mut State) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+        work: impl FnOnce(&Step, &mut State) -> Result<T, LifecycleError>,
+    ) -> Result<T, LifecycleError> {
         let shown = self.reporter.step(title);
         self.state.start(milestone);
         self.save();

@@ -15,6 +15,7 @@ pub mod stop;
 pub mod up;
 
 pub use agent::{AgentError, connect_agent};
+pub use error::LifecycleError;
 pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
@@ -31,7 +32,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn open(config_file: &Path) -> Result<Self, crate::Error> {
+    pub fn open(config_file: &Path) -> Result<Self, LifecycleError> {
         let loaded = config::load(config_file)?;
         let dirs = BaseDirs::from_env()?;
         let paths = InstancePaths::resolve(

@@ -2,14 +2,15 @@
 //! pre-provision snapshot, the system phase, the post-system checkpoint,
 //! the boot phase, and what the user sees when a script fails.
 
+use super::error::LifecycleError;
 use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, RuntimeInfo};
+use crate::ExitStatus;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
 use crate::provision::scripts::{scripts, system_hash};
 use crate::state::{Milestone, State};
-use crate::{Error, ExitStatus};
 use rum_agent::Client;
 use rum_agent::protocol::{RunOn, Script};
 
@@ -29,7 +30,7 @@ pub fn ensure_pre_provision(
     info: &RuntimeInfo,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<(), Error> {
+) -> Result<(), LifecycleError> {
     if state.snapshots.contains_key(PRE_PROVISION) {
         return Ok(());
     }
@@ -51,7 +52,7 @@ pub fn provision(
     phases: Phases,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<ExitStatus, LifecycleError> {
     let all = scripts(&instance.config)?;
     let (system, boot): (Vec<Script>, Vec<Script>) =
         all.iter().cloned().partition(|s| s.run_on == RunOn::System);
@@ -165,7 +166,7 @@ fn finish_failed(
     state: &mut State,
     attempt: Attempt,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<ExitStatus, LifecycleError> {
     let attempt = Attempt {
         ok: false,
         ..attempt
@@ -178,10 +179,10 @@ fn finish_failed(
     Ok(ExitStatus::Failure)
 }
 
-fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), Error> {
+fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), LifecycleError> {
     let path = instance.paths.attempt_result(attempt.number);
     std::fs::create_dir_all(path.parent().expect("attempt dir")).map_err(|source| {
-        Error::Write {
+        LifecycleError::Write {
             path: path.clone(),
             source,
         }
@@ -190,5 +191,5 @@ fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), Error> {
         &path,
         serde_json::to_vec_pretty(attempt).expect("serializes"),
     )
-    .map_err(|source| Error::Write { path, source })
+    .map_err(|source| LifecycleError::Write { path, source })
 }

@@ -2,14 +2,15 @@
 //! running VM, into a fresh paused QEMU on a stopped one), set the guest
 //! clock, re-read rum.toml and the scripts, and provision again.
 
+use super::error::LifecycleError;
 use super::provisioning::{self, Phases};
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION, SnapshotError};
 use super::{Instance, runtime};
+use crate::ExitStatus;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
 use crate::state::{Milestone, State};
-use crate::{Error, ExitStatus};
 
 /// What `rum retry` is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub fn retry(
     instance: &Instance,
     mode: RetryMode,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<ExitStatus, LifecycleError> {
     let paths = &instance.paths;
     if !paths.exists() {
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
@@ -76,7 +77,7 @@ fn choose_from_boot(
     instance: &Instance,
     state: &State,
     reporter: &Reporter,
-) -> Result<(&'static str, Phases), Error> {
+) -> Result<(&'static str, Phases), LifecycleError> {
     let now = system_hash(&scripts(&instance.config)?);
     match state.snapshots.get(POST_SYSTEM) {
         Some(record) if record.system_scripts.as_deref() == Some(now.as_str()) => {
@@ -107,7 +108,7 @@ fn drop_snapshots(
     instance: &Instance,
     state: &mut State,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<ExitStatus, LifecycleError> {
     let tags: Vec<String> = state
         .snapshots
         .iter()
@@ -147,7 +148,7 @@ fn drop_snapshots(
 /// `--reset`: the root disk starts over from the base image and cloud-init
 /// runs again with a rebuilt seed and a new instance-id. Keys, drives and
 /// the provisioning history stay.
-fn reset(instance: &Instance, reporter: &Reporter) -> Result<(), Error> {
+fn reset(instance: &Instance, reporter: &Reporter) -> Result<(), LifecycleError> {
     let paths = &instance.paths;
     let _lock = InstanceLock::acquire(
         &paths.lock_file(),
@@ -166,7 +167,7 @@ fn reset(instance: &Instance, reporter: &Reporter) -> Result<(), Error> {
         match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 step.fail(&e.to_string());
-                return Err(Error::Write {
+                return Err(LifecycleError::Write {
                     path: file,
                     source: e,
                 });

@@ -4,13 +4,14 @@
 //! through a QEMU with no guest; and what `rum snapshot` may be asked.
 
 use super::boot::{self, Restoring};
+use super::error::LifecycleError;
 use super::{Instance, RuntimeInfo, connect_agent};
 use crate::clock::unix_now;
 use crate::guard::Guard;
 use crate::output::Reporter;
 use crate::state::{DeviceSet, DevicesChanged, SnapshotRecord, State};
+use crate::vm;
 use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
-use crate::{Error, vm};
 use rum_agent::Client;
 use rum_qmp::{Qmp, qmp};
 use std::path::Path;
@@ -82,7 +83,7 @@ pub async fn save(
     tag: &str,
     info: &RuntimeInfo,
     system_scripts: Option<String>,
-) -> Result<(), Error> {
+) -> Result<(), LifecycleError> {
     let need = info.devices.memory_mb << 20;
     let nodes = &info.snapshot_nodes;
     // Tests lift the check to fill a disk in the middle of a save.
@@ -136,13 +137,13 @@ pub fn restore(
     tag: &str,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<(Client, RuntimeInfo), Error> {
+) -> Result<(Client, RuntimeInfo), LifecycleError> {
     let record = state
         .snapshots
         .get(tag)
         .cloned()
         .ok_or_else(|| SnapshotError::NotRecorded(tag.into()))?;
-    let check = |devices: &DeviceSet| -> Result<(), Error> {
+    let check = |devices: &DeviceSet| -> Result<(), LifecycleError> {
         Ok(record
             .check_loadable(tag, devices)
             .map_err(SnapshotError::from)?)
@@ -196,7 +197,7 @@ fn load(
     tag: &str,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<(), Error> {
+) -> Result<(), LifecycleError> {
     let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
     let loaded = rt.block_on(async {
         let qmp = connect(&instance.paths.qmp_socket()).await?;
@@ -228,7 +229,7 @@ fn load(
 
 /// Deletes `tags` from the VM's disks: through its QEMU when it runs, else
 /// through a QEMU started just for that (no guest, only the disks).
-pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), Error> {
+pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), LifecycleError> {
     let rt = super::runtime();
     if let Some(info) = instance.running() {
         return rt.block_on(async {
@@ -267,7 +268,7 @@ pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), Error> {
     result
 }
 
-async fn delete_all(qmp: &Qmp, tags: &[String], nodes: &[String]) -> Result<(), Error> {
+async fn delete_all(qmp: &Qmp, tags: &[String], nodes: &[String]) -> Result<(), LifecycleError> {
     for tag in tags {
         qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT)
             .await

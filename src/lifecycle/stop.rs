@@ -24,6 +24,12 @@ pub enum DestroyError {
     },
 }
 
+impl DestroyError {
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DestroyError::HasSnapshots { .. })
+    }
+}
+
 /// What `stop` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {

@@ -3,15 +3,16 @@
 //! that already succeeded. A failure rolls back only what this run made.
 
 use super::boot::{self, Booted};
+use super::error::LifecycleError;
 use super::provisioning::{self, Phases};
 use super::{Instance, runtime};
+use crate::ExitStatus;
 use crate::guard::Guard;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
-use crate::{Error, ExitStatus};
 
-pub fn up(instance: &Instance, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn up(instance: &Instance, reporter: &Reporter) -> Result<ExitStatus, LifecycleError> {
     let paths = &instance.paths;
     paths.ensure_data_dir()?;
     crate::testhook::pause("before_lock");
@@ -71,7 +72,7 @@ fn after_boot(
     booted: &Booted,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<ExitStatus, LifecycleError> {
     provisioning::ensure_pre_provision(instance, state, &booted.info, rt, reporter)?;
     let done = state.is_completed(Milestone::SystemProvisioned)
         && state.is_completed(Milestone::BootProvisioned);

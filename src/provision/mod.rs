@@ -4,3 +4,26 @@
 pub mod fs_script;
 pub mod run;
 pub mod scripts;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Script(#[from] scripts::ScriptError),
+    #[error(transparent)]
+    Agent(#[from] rum_agent::Error),
+    #[error("Cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ProvisionError {
+    /// Nothing here is the user's command line or config.
+    pub fn is_usage(&self) -> bool {
+        false
+    }
+}

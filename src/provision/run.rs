@@ -39,8 +39,8 @@ pub async fn run(
     number: u32,
     dir: &Path,
     reporter: &Reporter,
-) -> Result<(ProvisionResult, Attempt), crate::Error> {
-    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Write {
+) -> Result<(ProvisionResult, Attempt), super::ProvisionError> {
+    std::fs::create_dir_all(dir).map_err(|source| super::ProvisionError::Write {
         path: dir.to_path_buf(),
         source,
     })?;

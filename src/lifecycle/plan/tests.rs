@@ -103,7 +103,7 @@ fn the_agent_uses_vsock_only_where_the_host_has_it() {
 #[test]
 fn disks_shares_and_forwards_come_from_the_config() {
     let c = config(
-        "[[drives]]\nname = \"a-rather-long-drive-name-indeed\"\nsize = \"1G\"\n\n[[mounts]]\nsource = \"/tmp\"\ntarget = \"/mnt/tmp\"\n\n[[ports]]\nhost = 8080\nguest = 80\n",
+        "[drives.a-rather-long-drive-name-indeed]\nsize = \"1G\"\n\n[[mounts]]\nsource = \"/tmp\"\ntarget = \"/mnt/tmp\"\n\n[[ports]]\nhost = 8080\nguest = 80\n",
     );
     let p = paths();
     let h = host(false, false);
