@@ -79,18 +79,13 @@ pub const VIRTIO_SERIAL_LEN: usize = 20;
 
 impl Drive {
     /// The serial QEMU gives this drive, by which the guest tells it from the
-    /// others (`/dev/disk/by-id/virtio-<serial>`).
+    /// others (`/dev/disk/by-id/virtio-<serial>`): the name's first
+    /// [`VIRTIO_SERIAL_LEN`] characters (drive names are ASCII).
     pub fn serial(&self) -> &str {
-        virtio_serial(&self.name)
-    }
-}
-
-/// The serial of a drive named `name`: its first [`VIRTIO_SERIAL_LEN`]
-/// characters (drive names are ASCII). Prefer [`Drive::serial`].
-pub fn virtio_serial(name: &str) -> &str {
-    match name.char_indices().nth(VIRTIO_SERIAL_LEN) {
-        Some((at, _)) => &name[..at],
-        None => name,
+        match self.name.char_indices().nth(VIRTIO_SERIAL_LEN) {
+            Some((at, _)) => &self.name[..at],
+            None => &self.name,
+        }
     }
 }
 

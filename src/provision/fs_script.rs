@@ -11,10 +11,6 @@
 use crate::config::{Drive, Filesystem, FsKind};
 use rum_seed::shell::{fstab_field, quote};
 
-/// The drive-serial rule lives with the drive type in `config`; re-exported
-/// here for callers of the old path (`vm::qemu_args`).
-pub use crate::config::{VIRTIO_SERIAL_LEN, virtio_serial};
-
 /// Ends every fstab line the script writes. Not the seed's bare
 /// `# rum-managed`: `rum-setup.sh` drops lines ending in that on every boot
 /// and writes back only the virtiofs ones.
@@ -371,7 +367,6 @@ mod tests {
         let [short, long] =
             <[Drive; 2]>::try_from(drives(&["data", "a-very-long-drive-name-indeed"])).unwrap();
         assert_eq!(short.serial(), "data");
-        assert_eq!(virtio_serial(&short.name), "data");
         assert_eq!(long.serial(), "a-very-long-drive-na");
         assert_eq!(
             device_path(&long),
