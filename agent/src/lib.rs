@@ -3,7 +3,7 @@
 //!
 //! The agent itself (the `rum-agent` binary, run as root in the guest) lives
 //! in `main.rs` and `server/`; nothing in this library runs in the guest
-//! except the protocol and transport code the binary shares.
+//! except the protocol, transport and [`os`] code the binary shares.
 //!
 //! ```no_run
 //! # async fn demo() -> rum_agent::Result<()> {
@@ -15,8 +15,13 @@
 //! # Ok(()) }
 //! ```
 
+// Every `unsafe` block lives in `os`, each with its reason.
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod error;
+#[allow(unsafe_code)]
+pub mod os;
 pub mod protocol;
 pub mod transport;
 

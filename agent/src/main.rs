@@ -1,5 +1,8 @@
 //! The rum guest agent. Runs as root in the guest (a systemd service), serves
 //! the protocol on the virtio-serial port and on AF_VSOCK, never on a network.
+//!
+//! No `unsafe` here: what needs it is in the library's `os` module.
+#![forbid(unsafe_code)]
 
 mod server;
 

@@ -66,7 +66,7 @@ async fn reports_signals_env_cwd_and_user() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n/tmp\n");
 
     // Privileges are dropped for `user` (the tests run as root).
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         let mut req = ExecRequest::shell("id -u; id -g; echo $USER");
         req.user = Some("nobody".into());
         let out = client.exec_output(req).await.unwrap();

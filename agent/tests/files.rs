@@ -75,7 +75,7 @@ async fn push_bytes_with_mode_and_owner_replaces_atomically() {
         mode: Some(0o600),
         ..Default::default()
     };
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         options.owner = Some("nobody".into());
     }
     client

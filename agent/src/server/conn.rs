@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,13 +30,14 @@ const OUT_QUEUE: usize = 64;
 const INPUT_QUEUE: usize = 8;
 
 /// What end of stream means on this transport.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum EndOfStream {
     /// The connection is over (vsock, Unix socket).
     Close,
     /// The host went away; it may come back on the same stream
-    /// (virtio-serial port, polled through this fd).
-    WaitForHost(RawFd),
+    /// (virtio-serial port, polled through this fd: a duplicate of the
+    /// stream's own).
+    WaitForHost(OwnedFd),
 }
 
 /// Serves `stream` until it ends; an error means the stream broke (the
@@ -59,10 +60,10 @@ pub async fn serve<T: Transport>(agent: Arc<Agent>, stream: T, eos: EndOfStream)
             Ok(Some(item)) => item,
             Ok(None) => {
                 conn.end_session("the host disconnected");
-                match eos {
+                match &eos {
                     EndOfStream::Close => break Ok(()),
                     EndOfStream::WaitForHost(fd) => {
-                        serial::wait_for_host(fd).await;
+                        serial::wait_for_host(fd.as_fd()).await;
                         reader.decoder().reset_scanning();
                         continue;
                     }

@@ -71,12 +71,7 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Child> {
         }
     }
     if let Some(user) = &spec.user {
-        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
-        // Runs between fork and exec: drop_privileges makes only raw syscalls
-        // on values prepared here, before the fork.
-        unsafe {
-            cmd.pre_exec(move || system::drop_privileges(uid, gid, &groups));
-        }
+        rum_agent::os::drop_privileges_on_exec(&mut cmd, user.uid, user.gid, &user.groups);
     }
     cmd.spawn()
 }

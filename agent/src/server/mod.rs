@@ -9,7 +9,7 @@ mod provision;
 mod serial;
 mod system;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,7 +236,15 @@ async fn serve_serial(agent: Arc<Agent>, path: PathBuf) {
             }
         };
         complained = false;
-        let raw = fd.as_raw_fd();
+        // Polled for the host's presence while the stream reads and writes.
+        let watch = match fd.try_clone() {
+            Ok(w) => w,
+            Err(e) => {
+                log!("cannot poll {}: {e}", path.display());
+                tokio::time::sleep(serial::POLL * 10).await;
+                continue;
+            }
+        };
         let stream = match FdStream::new(fd) {
             Ok(s) => s,
             Err(e) => {
@@ -246,10 +254,10 @@ async fn serve_serial(agent: Arc<Agent>, path: PathBuf) {
             }
         };
         log!("serving {}", path.display());
-        if !serial::host_connected(raw) {
-            serial::wait_for_host(raw).await;
+        if !serial::host_connected(watch.as_fd()) {
+            serial::wait_for_host(watch.as_fd()).await;
         }
-        match conn::serve(agent.clone(), stream, conn::EndOfStream::WaitForHost(raw)).await {
+        match conn::serve(agent.clone(), stream, conn::EndOfStream::WaitForHost(watch)).await {
             Ok(()) => {}
             Err(e) => log!("{} failed: {e}; reopening", path.display()),
         }

@@ -13,12 +13,14 @@
 //! the loop that serves it is `serve_serial` in the parent module, and the
 //! connection (`conn`) waits here for the next host.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::Mode;
 
 use super::log;
 
@@ -27,36 +29,23 @@ pub const POLL: Duration = Duration::from_millis(100);
 
 /// Opens the port (read-write, non-blocking, never our controlling tty).
 pub fn open(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // open(2) with a valid C string; the fd is ours on success.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    Ok(nix::fcntl::open(path, flags, Mode::empty())?)
 }
 
 /// Whether a host is connected now (no POLLHUP). Anything that is not a
 /// virtio-serial port never reports POLLHUP while open, so counts as connected.
-pub fn host_connected(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // One valid pollfd, no waiting.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    !(n > 0 && p.revents & libc::POLLHUP != 0)
+pub fn host_connected(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let hung_up = poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP));
+    !hung_up
 }
 
 /// Returns once a host is connected to the port behind `fd`.
-pub async fn wait_for_host(fd: RawFd) {
+pub async fn wait_for_host(fd: BorrowedFd<'_>) {
     let mut waited = Duration::ZERO;
     while !host_connected(fd) {
         tokio::time::sleep(POLL).await;

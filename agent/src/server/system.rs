@@ -8,6 +8,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::time::TimeSpec;
+use nix::time::{ClockId, clock_gettime, clock_settime};
+use nix::unistd::Pid;
+
 /// A user to run a process as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -66,38 +71,19 @@ fn find_user(passwd: &str, group: &str, spec: &str) -> Option<User> {
     Some(user)
 }
 
-/// Drops root for `user` in a freshly forked child: supplementary groups,
-/// then gid, then uid. Only async-signal-safe calls.
-pub fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
-    // Plain syscalls on values prepared before the fork.
-    unsafe {
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Sends SIGKILL to the process group `pgid`.
 pub fn kill_group(pgid: u32) {
     if pgid > 1 {
-        // A negative pid addresses the group the agent created for one process.
-        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+        // The group the agent created for one process (its leader's pid).
+        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
     }
 }
 
 /// The wall clock, ns since the epoch.
 pub fn now_unix_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    // CLOCK_REALTIME always reads; were it not to, this says the epoch.
+    let ts = clock_gettime(ClockId::CLOCK_REALTIME).unwrap_or(TimeSpec::new(0, 0));
+    ts.tv_sec() * 1_000_000_000 + ts.tv_nsec()
 }
 
 pub fn now_unix_ms() -> i64 {
@@ -106,15 +92,12 @@ pub fn now_unix_ms() -> i64 {
 
 /// Sets the wall clock; returns the time it showed just before.
 pub fn set_clock(unix_ns: i64) -> io::Result<i64> {
-    let ts = libc::timespec {
-        tv_sec: unix_ns.div_euclid(1_000_000_000),
-        tv_nsec: unix_ns.rem_euclid(1_000_000_000),
-    };
+    let ts = TimeSpec::new(
+        unix_ns.div_euclid(1_000_000_000),
+        unix_ns.rem_euclid(1_000_000_000),
+    );
     let previous = now_unix_ns();
-    // Valid in-pointer.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    clock_settime(ClockId::CLOCK_REALTIME, ts)?;
     Ok(previous)
 }
 
