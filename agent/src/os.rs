@@ -3,10 +3,10 @@
 //! else reaches the OS through `nix` or `std`, and the crates deny
 //! `unsafe_code` outside this module.
 //!
-//! - [`register`]: tokio's `AsyncFd::register` trusts its caller that the fd
+//! - `register`: tokio's `AsyncFd::register` trusts its caller that the fd
 //!   stays open and the same for the `AsyncFd`'s lifetime. An `OwnedFd` moved
 //!   into it does.
-//! - [`adopt`]: `nix::sys::socket::accept4` returns a bare `RawFd`; owning it
+//! - `adopt`: `nix::sys::socket::accept4` returns a bare `RawFd`; owning it
 //!   is `OwnedFd::from_raw_fd`.
 //! - [`drop_privileges_on_exec`]: a `pre_exec` hook runs in the forked child
 //!   of a possibly multi-threaded process, where only async-signal-safe calls
