@@ -6,8 +6,8 @@
 //!   kept across runs so that the next one resumes it.
 //! - `.locks/<name>`: held by whoever downloads or deletes `<name>`.
 
-use super::ImageError;
 use super::checksum::Checksum;
+use super::error::ImageError;
 use crate::instance::BaseDirs;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};

@@ -5,6 +5,9 @@ use sha2::{Digest, Sha256, Sha512};
 use std::io::Read;
 use std::path::Path;
 
+/// Sums files looked for beside a URL that has no `[image] sha256`.
+pub const SUMS_FILES: [&str; 2] = ["SHA256SUMS", "SHA512SUMS"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {

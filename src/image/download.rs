@@ -2,8 +2,8 @@
 //! `Range`, retried with exponential backoff and jitter on transient
 //! failures (connection errors, timeouts, 5xx), failed at once on the rest.
 
-use super::ImageError;
 use super::cache::{Cache, PartialMeta};
+use super::error::ImageError;
 use nix::errno::Errno;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod checksum;
 pub mod download;
+mod error;
 pub mod known;
 pub mod shown;
 pub mod source;
@@ -12,136 +13,15 @@ pub mod source;
 pub use cache::{Cache, CacheLock, Meta};
 pub use checksum::Checksum;
 pub use download::{Downloader, Observer, Policy};
+pub use error::ImageError;
 pub use known::Known;
 pub use source::{ImageSource, SourceError};
 
 use crate::disk;
-use indicatif::HumanBytes;
+use checksum::SUMS_FILES;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("`{name}` is not an image name rum knows; use one of {}, a URL, or a path such as ./{name}", known::names().collect::<Vec<_>>().join(", "))]
-    UnknownName { name: String },
-    #[error("{url} does not exist (HTTP 404); check `[image] base` in rum.toml")]
-    NotFound { url: String },
-    #[error("{url} answered HTTP {status}; check `[image] base` in rum.toml")]
-    Http { url: String, status: u16 },
-    #[error("Cannot fetch {url}: {error}")]
-    Request { url: String, error: String },
-    #[error(
-        "Downloading {url} failed {attempts} times in a row (last: {last}); check the network and run the command again: the download resumes where it stopped"
-    )]
-    GaveUp {
-        url: String,
-        attempts: u32,
-        last: String,
-    },
-    #[error(
-        "{url} does not match its checksum: expected {expected} (from {against}), got {actual}. The download was deleted and nothing was cached; if the image changed upstream, update `[image] sha256`"
-    )]
-    Mismatch {
-        url: String,
-        expected: Checksum,
-        against: String,
-        actual: String,
-    },
-    #[error(
-        "{file} is not listed in {sums_url}, so rum cannot verify it; set `[image] sha256 = \"…\"` in rum.toml (`--sha256` for `rum image pull`)"
-    )]
-    NotInSums { file: String, sums_url: String },
-    #[error(
-        "No published checksum for {url} (looked for {} beside it); set `[image] sha256 = \"…\"` in rum.toml (`--sha256` for `rum image pull`) to the image's SHA-256", SUMS_FILES.join(" and ")
-    )]
-    NoChecksum { url: String },
-    #[error(
-        "{} has SHA-256 {actual}, but `[image] sha256` in rum.toml says {expected}", .path.display()
-    )]
-    LocalMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "The cached image `{name}` has SHA-256 {actual}, but `[image] sha256` in rum.toml says {expected}; `rum image delete {name}` to download it again, or fix the checksum"
-    )]
-    CachedMismatch {
-        name: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "Not enough space in {} for the image: it needs {} more, {} are free. Free some space or point XDG_CACHE_HOME at a larger disk", .dir.display(), HumanBytes(*.needed), HumanBytes(*.free)
-    )]
-    DiskFull {
-        dir: PathBuf,
-        needed: u64,
-        free: u64,
-    },
-    #[error(
-        "{what} is {kind}-compressed; rum needs a qcow2 or raw image: decompress it and point `[image] base` at the result"
-    )]
-    Compressed { what: String, kind: &'static str },
-    #[error("No cached image `{name}`; `rum image list` shows what is cached")]
-    NotCached { name: String },
-    #[error(
-        "`{name}` is used by {}; `rum destroy` them first, or pass --force (they will not start again)", .users.join(", ")
-    )]
-    InUse { name: String, users: Vec<String> },
-    #[error(
-        "`{name}` is in use by {holder} (downloading it, or creating a VM on it); try again in a moment"
-    )]
-    Busy { name: String, holder: String },
-    #[error("`{0}` is not a SHA-256; give the 64 hex digits `sha256sum IMAGE` prints")]
-    BadSha256(String),
-    #[error("`{0}` is a local file; rum uses it where it is, there is nothing to download")]
-    LocalPath(String),
-    #[error(transparent)]
-    Source(SourceError),
-    #[error("Cannot write {}", .path.display())]
-    CacheWrite {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Cannot read {}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Disk(#[from] disk::DiskError),
-}
-
-impl ImageError {
-    /// Errors in what the user asked for, not in what happened.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            ImageError::UnknownName { .. }
-                | ImageError::NotCached { .. }
-                | ImageError::InUse { .. }
-                | ImageError::LocalPath(_)
-                | ImageError::Source(_)
-                | ImageError::BadSha256(_)
-        )
-    }
-}
-
-impl From<SourceError> for ImageError {
-    fn from(error: SourceError) -> Self {
-        match error {
-            SourceError::UnknownName(name) => ImageError::UnknownName { name },
-            other => ImageError::Source(other),
-        }
-    }
-}
-
-/// Sums files looked for beside a URL that has no `[image] sha256`.
-const SUMS_FILES: [&str; 2] = ["SHA256SUMS", "SHA512SUMS"];
 
 /// Something to download.
 #[derive(Debug, Clone, PartialEq, Eq)]
