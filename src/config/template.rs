@@ -100,7 +100,7 @@ disk = {disk}             # root disk size: K, M, G or T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ImageSource;
+    use crate::image::ImageSource;
 
     #[test]
     fn every_rendering_is_a_valid_config() {
