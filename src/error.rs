@@ -65,9 +65,9 @@ macro_rules! through_lifecycle {
 through_lifecycle!(
     crate::lifecycle::error::UpError,
     crate::lifecycle::error::Injected,
-    crate::lifecycle::AgentError,
-    crate::lifecycle::stop::DestroyError,
-    crate::lifecycle::snapshots::SnapshotError,
+    crate::lifecycle::error::AgentError,
+    crate::lifecycle::error::DestroyError,
+    crate::lifecycle::error::SnapshotError,
     crate::provision::ProvisionError,
     crate::provision::scripts::ScriptError,
 );

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod identity;
 pub mod image;
 pub mod instance;
+pub mod lock;
 pub mod lifecycle;
 pub mod output;
 pub mod provision;

@@ -1,6 +1,7 @@
 //! `rum cp SRC DST`: copies a file through the agent; `:path` is a guest path.
 
-use crate::lifecycle::{Instance, connect_agent, runtime};
+use crate::lifecycle::agent::connect_agent;
+use crate::lifecycle::{Instance, runtime};
 use crate::output::Reporter;
 use crate::{Error, ExitStatus};
 use rum_agent::PushOptions;

@@ -1,7 +1,8 @@
 //! `rum exec -- CMD…`: runs a command in the guest through the agent,
 //! streaming its output; rum exits with the command's status.
 
-use crate::lifecycle::{Instance, connect_agent, runtime};
+use crate::lifecycle::agent::connect_agent;
+use crate::lifecycle::{Instance, runtime};
 use crate::{Error, ExitStatus};
 use rum_agent::ExecEvent;
 use rum_agent::protocol::ExecRequest;

@@ -3,8 +3,8 @@
 
 use crate::disk;
 use crate::instance::{InstanceLock, LockWait};
-use crate::lifecycle::snapshots::{self, SnapshotError};
-use crate::lifecycle::{AgentError, Instance, runtime};
+use crate::lifecycle::snapshots;
+use crate::lifecycle::{AgentError, Instance, SnapshotError, runtime};
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, ExitStatus};

@@ -1,7 +1,7 @@
 //! Where rum keeps data, runtime files and cached images, per the XDG base
 //! directory spec (relative values are ignored, as the spec says).
 
-use super::InstanceError;
+use super::error::InstanceError;
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

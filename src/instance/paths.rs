@@ -1,7 +1,8 @@
 //! The one place that names every file of an instance.
 
 use super::dirs::{create_owned_private_dir, create_private_dir};
-use super::{BaseDirs, InstanceError, InstanceId};
+use super::error::InstanceError;
+use super::{BaseDirs, InstanceId};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

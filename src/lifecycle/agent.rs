@@ -1,22 +1,9 @@
 //! Reaching the guest agent of a running VM.
 
+use super::error::AgentError;
 use super::{Instance, RuntimeInfo};
 use rum_agent::{Client, ConnectOptions, Endpoint};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("`{0}` is not running; start it with `rum up`")]
-    NotRunning(String),
-    #[error(
-        "Cannot reach the guest agent of `{instance}` ({source}); `rum status` shows the VM's state, `rum log` the guest console"
-    )]
-    Unreachable {
-        instance: String,
-        #[source]
-        source: rum_agent::Error,
-    },
-}
 
 /// Where the agent of a VM started with `info` listens.
 pub fn endpoint(instance: &Instance, info: &RuntimeInfo) -> Endpoint {

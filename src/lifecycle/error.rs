@@ -2,6 +2,7 @@
 //! errors of the layers below, and the bring-up's own.
 
 use crate::{config, disk, identity, image, instance, provision, seed, state, vm};
+use state::DevicesChanged;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +64,93 @@ impl UpError {
 #[error("Injected failure after `{0}` (RUM_TEST_FAIL_AFTER)")]
 pub struct Injected(pub String);
 
+/// Reaching the guest agent of a running VM.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("`{0}` is not running; start it with `rum up`")]
+    NotRunning(String),
+    #[error(
+        "Cannot reach the guest agent of `{instance}` ({source}); `rum status` shows the VM's state, `rum log` the guest console"
+    )]
+    Unreachable {
+        instance: String,
+        #[source]
+        source: rum_agent::Error,
+    },
+}
+
+/// Saving, loading and deleting snapshots, and what `rum snapshot` is asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Qmp(#[from] rum_qmp::QmpError),
+    #[error(
+        "Only {free_mib} MiB are free in {}; a snapshot of this VM needs about {need_mib} MiB (its RAM). Free some space first", .dir.display()
+    )]
+    NoSpace {
+        dir: std::path::PathBuf,
+        free_mib: u64,
+        need_mib: u64,
+    },
+    #[error(
+        "The disk holding {} filled up while saving ({free_mib} MiB left; QEMU: {qemu}). The snapshot was not kept; the older ones are intact. Free some space (`rum snapshot delete NAME`) and try again", .dir.display()
+    )]
+    FilledUp {
+        dir: std::path::PathBuf,
+        free_mib: u64,
+        qemu: String,
+    },
+    #[error("Cannot start QEMU to change the snapshots of the stopped VM: {0}")]
+    Offline(String),
+    #[error("There is no `{0}` snapshot; `rum up` takes `pre-provision` before it provisions")]
+    NotRecorded(String),
+    #[error(transparent)]
+    DevicesChanged(#[from] DevicesChanged),
+    #[error("There is no snapshot `{name}`; {}", if .known.is_empty() { "this VM has none".to_owned() } else { format!("there are: {}", .known.join(", ")) })]
+    Unknown { name: String, known: Vec<String> },
+    #[error(
+        "`{0}` is not running: a snapshot holds the VM's memory, so start it first with `rum up`"
+    )]
+    NotRunning(String),
+    #[error("A snapshot named `{0}` exists already; delete it first or choose another name")]
+    Exists(String),
+    #[error("`{0}` is not a valid snapshot name; use letters, digits, `.`, `_` or `-`")]
+    BadName(String),
+}
+
+impl SnapshotError {
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SnapshotError::DevicesChanged(_)
+                | SnapshotError::Unknown { .. }
+                | SnapshotError::BadName(_)
+                | SnapshotError::Exists(_)
+        )
+    }
+}
+
+/// `rum destroy`.
+#[derive(Debug, thiserror::Error)]
+pub enum DestroyError {
+    #[error("`{instance}` has {count} snapshot{}; pass -f to destroy them with it", if *.count == 1 { "" } else { "s" })]
+    HasSnapshots { instance: String, count: u32 },
+    #[error("Kept `{0}`: destroy was not confirmed")]
+    NotConfirmed(String),
+    #[error("Cannot remove {}", .path.display())]
+    Remove {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DestroyError {
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DestroyError::HasSnapshots { .. })
+    }
+}
+
 /// The error of everything in `lifecycle/`.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -83,13 +171,13 @@ pub enum LifecycleError {
     #[error(transparent)]
     Injected(#[from] Injected),
     #[error(transparent)]
-    Agent(#[from] super::AgentError),
+    Agent(#[from] AgentError),
     #[error(transparent)]
     AgentCall(#[from] rum_agent::Error),
     #[error(transparent)]
-    Destroy(#[from] super::stop::DestroyError),
+    Destroy(#[from] DestroyError),
     #[error(transparent)]
-    Snapshot(#[from] super::snapshots::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Provision(#[from] provision::ProvisionError),
     #[error("Cannot write {}", .path.display())]

@@ -1,7 +1,7 @@
 //! The life of a VM: bring-up, stop, destroy, and what is known about a
 //! running one. Commands in `commands/` are thin layers over these.
 
-mod agent;
+pub mod agent;
 pub mod boot;
 pub mod error;
 mod guest;
@@ -14,8 +14,7 @@ pub mod snapshots;
 pub mod stop;
 pub mod up;
 
-pub use agent::{AgentError, connect_agent};
-pub use error::LifecycleError;
+pub use error::{AgentError, LifecycleError, SnapshotError};
 pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};

@@ -6,7 +6,7 @@ use super::error::LifecycleError;
 use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, RuntimeInfo};
-use crate::ExitStatus;
+use crate::exit::ExitStatus;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
 use crate::provision::scripts::{scripts, system_hash};

@@ -3,10 +3,11 @@
 //! clock, re-read rum.toml and the scripts, and provision again.
 
 use super::error::LifecycleError;
+use super::error::SnapshotError;
 use super::provisioning::{self, Phases};
-use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION, SnapshotError};
+use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, runtime};
-use crate::ExitStatus;
+use crate::exit::ExitStatus;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};

@@ -3,13 +3,14 @@
 //! fresh paused QEMU) with its one device-set check; deletion, offline
 //! through a QEMU with no guest; and what `rum snapshot` may be asked.
 
+use super::agent::connect_agent;
 use super::boot::{self, Restoring};
-use super::error::LifecycleError;
-use super::{Instance, RuntimeInfo, connect_agent};
+use super::error::{LifecycleError, SnapshotError};
+use super::{Instance, RuntimeInfo};
 use crate::clock::unix_now;
 use crate::guard::Guard;
 use crate::output::Reporter;
-use crate::state::{DeviceSet, DevicesChanged, SnapshotRecord, State};
+use crate::state::{DeviceSet, SnapshotRecord, State};
 use crate::vm;
 use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
 use rum_agent::Client;
@@ -25,56 +26,6 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(900);
 const CONNECT: Duration = Duration::from_secs(10);
 /// Free space under which a failed save is taken to have filled the disk.
 const FULL_BELOW: u64 = 64 << 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error(transparent)]
-    Qmp(#[from] rum_qmp::QmpError),
-    #[error(
-        "Only {free_mib} MiB are free in {}; a snapshot of this VM needs about {need_mib} MiB (its RAM). Free some space first", .dir.display()
-    )]
-    NoSpace {
-        dir: std::path::PathBuf,
-        free_mib: u64,
-        need_mib: u64,
-    },
-    #[error(
-        "The disk holding {} filled up while saving ({free_mib} MiB left; QEMU: {qemu}). The snapshot was not kept; the older ones are intact. Free some space (`rum snapshot delete NAME`) and try again", .dir.display()
-    )]
-    FilledUp {
-        dir: std::path::PathBuf,
-        free_mib: u64,
-        qemu: String,
-    },
-    #[error("Cannot start QEMU to change the snapshots of the stopped VM: {0}")]
-    Offline(String),
-    #[error("There is no `{0}` snapshot; `rum up` takes `pre-provision` before it provisions")]
-    NotRecorded(String),
-    #[error(transparent)]
-    DevicesChanged(#[from] DevicesChanged),
-    #[error("There is no snapshot `{name}`; {}", if .known.is_empty() { "this VM has none".to_owned() } else { format!("there are: {}", .known.join(", ")) })]
-    Unknown { name: String, known: Vec<String> },
-    #[error(
-        "`{0}` is not running: a snapshot holds the VM's memory, so start it first with `rum up`"
-    )]
-    NotRunning(String),
-    #[error("A snapshot named `{0}` exists already; delete it first or choose another name")]
-    Exists(String),
-    #[error("`{0}` is not a valid snapshot name; use letters, digits, `.`, `_` or `-`")]
-    BadName(String),
-}
-
-impl SnapshotError {
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            SnapshotError::DevicesChanged(_)
-                | SnapshotError::Unknown { .. }
-                | SnapshotError::BadName(_)
-                | SnapshotError::Exists(_)
-        )
-    }
-}
 
 /// Saves `tag` on the VM running as `info` and records it.
 pub async fn save(

@@ -1,5 +1,6 @@
 //! Stopping a VM (`rum down`) and removing it (`rum destroy`).
 
+use super::error::DestroyError;
 use super::{Instance, runtime};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
@@ -9,26 +10,6 @@ use std::time::Duration;
 
 /// How long the guest gets to power off after the ACPI button.
 pub const POWERDOWN_GRACE: Duration = Duration::from_secs(90);
-
-#[derive(Debug, thiserror::Error)]
-pub enum DestroyError {
-    #[error("`{instance}` has {count} snapshot{}; pass -f to destroy them with it", if *.count == 1 { "" } else { "s" })]
-    HasSnapshots { instance: String, count: u32 },
-    #[error("Kept `{0}`: destroy was not confirmed")]
-    NotConfirmed(String),
-    #[error("Cannot remove {}", .path.display())]
-    Remove {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl DestroyError {
-    pub fn is_usage(&self) -> bool {
-        matches!(self, DestroyError::HasSnapshots { .. })
-    }
-}
 
 /// What `stop` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

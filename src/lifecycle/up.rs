@@ -6,7 +6,7 @@ use super::boot::{self, Booted};
 use super::error::LifecycleError;
 use super::provisioning::{self, Phases};
 use super::{Instance, runtime};
-use crate::ExitStatus;
+use crate::exit::ExitStatus;
 use crate::guard::Guard;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
