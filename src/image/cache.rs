@@ -9,9 +9,9 @@
 use super::checksum::Checksum;
 use super::error::ImageError;
 use crate::instance::BaseDirs;
+use crate::lock::{FileLock, Holder, Wait};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,7 @@ pub enum ListedState {
 
 /// Held while one process downloads, commits or deletes an entry.
 pub struct CacheLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 impl Cache {
@@ -237,52 +237,33 @@ impl Cache {
     /// Takes the entry's lock, waiting for another holder; `waiting` is told
     /// who holds it before the wait starts.
     pub fn lock(&self, name: &str, waiting: impl FnOnce(&str)) -> Result<CacheLock, ImageError> {
-        let mut file = self.open_lock(name)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                waiting(&holder(&mut file));
-                file.lock()
-                    .map_err(|source| self.lock_error(name, source))?;
-            }
-            Err(TryLockError::Error(source)) => return Err(self.lock_error(name, source)),
-        }
-        mark_holder(&mut file);
-        Ok(CacheLock { _file: file })
+        let path = self.lock_path(name);
+        create_dir(path.parent().expect("under .locks"))?;
+        let lock = FileLock::acquire_blocking(&path, HOLDER, |h| waiting(&holder_text(h)))
+            .map_err(|source| ImageError::CacheWrite { path, source })?;
+        Ok(CacheLock { _lock: lock })
     }
 
     /// Takes the entry's lock if free; otherwise says who holds it.
     pub fn try_lock(&self, name: &str) -> Result<Result<CacheLock, String>, ImageError> {
-        let mut file = self.open_lock(name)?;
-        match file.try_lock() {
-            Ok(()) => {
-                mark_holder(&mut file);
-                Ok(Ok(CacheLock { _file: file }))
-            }
-            Err(TryLockError::WouldBlock) => Ok(Err(holder(&mut file))),
-            Err(TryLockError::Error(source)) => Err(self.lock_error(name, source)),
-        }
-    }
-
-    fn open_lock(&self, name: &str) -> Result<File, ImageError> {
         let path = self.lock_path(name);
         create_dir(path.parent().expect("under .locks"))?;
-        // std opens with O_CLOEXEC: QEMU never inherits the lock.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| ImageError::CacheWrite { path, source })
-    }
-
-    fn lock_error(&self, name: &str, source: std::io::Error) -> ImageError {
-        ImageError::CacheWrite {
-            path: self.lock_path(name),
-            source,
+        match FileLock::acquire(&path, HOLDER, Wait::No) {
+            Ok(Ok(lock)) => Ok(Ok(CacheLock { _lock: lock })),
+            Ok(Err(holder)) => Ok(Err(holder_text(&holder))),
+            Err(source) => Err(ImageError::CacheWrite { path, source }),
         }
+    }
+}
+
+/// What an image lock's holder record names: any rum command may hold it.
+const HOLDER: &str = "rum";
+
+/// How an image's holder is named to the user.
+fn holder_text(holder: &Holder) -> String {
+    match holder.pid() {
+        Some(pid) => format!("another rum (pid {pid})"),
+        None => "another rum".to_owned(),
     }
 }
 
@@ -296,23 +277,6 @@ fn create_dir(path: &Path) -> Result<(), ImageError> {
             source: std::io::Error::other(other.to_string()),
         },
     })
-}
-
-fn mark_holder(file: &mut File) {
-    let record = format!("pid {}", std::process::id());
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(record.as_bytes()));
-}
-
-fn holder(file: &mut File) -> String {
-    let mut text = String::new();
-    let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
-    match text.trim() {
-        "" => "another rum".to_owned(),
-        who => format!("another rum ({who})"),
-    }
 }
 
 /// Instances whose disk overlay is backed by `image`, by instance id.
