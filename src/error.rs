@@ -1,7 +1,7 @@
 //! The error type of the commands (the CLI edge) and the exit status each
 //! error maps to.
 
-use crate::ExitStatus;
+use crate::Exit;
 use crate::config::ConfigError;
 use crate::instance::InstanceError;
 use crate::lifecycle::LifecycleError;
@@ -73,7 +73,7 @@ through_lifecycle!(
 );
 
 impl Error {
-    pub fn exit_status(&self) -> ExitStatus {
+    pub fn exit_status(&self) -> Exit {
         let usage = match self {
             Error::Config(_)
             | Error::ConfigExists(_)
@@ -91,10 +91,6 @@ impl Error {
             | Error::Prompt(_)
             | Error::CurrentDir(_) => false,
         };
-        if usage {
-            ExitStatus::Usage
-        } else {
-            ExitStatus::Failure
-        }
+        if usage { Exit::Usage } else { Exit::Failure }
     }
 }

@@ -1,7 +1,7 @@
 //! What a `rum` command exits with.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
+pub enum Exit {
     Success,
     /// The command ran and something failed.
     Failure,
@@ -12,13 +12,13 @@ pub enum ExitStatus {
     Guest(u8),
 }
 
-impl ExitStatus {
+impl Exit {
     pub fn code(self) -> i32 {
         match self {
-            ExitStatus::Success => 0,
-            ExitStatus::Failure => 1,
-            ExitStatus::Usage => 2,
-            ExitStatus::Guest(code) => i32::from(code),
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Guest(code) => i32::from(code),
         }
     }
 }

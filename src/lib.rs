@@ -14,8 +14,8 @@ pub mod guard;
 pub mod identity;
 pub mod image;
 pub mod instance;
-pub mod lock;
 pub mod lifecycle;
+pub mod lock;
 pub mod output;
 pub mod provision;
 pub mod seed;
@@ -24,4 +24,4 @@ pub mod testhook;
 pub mod vm;
 
 pub use error::Error;
-pub use exit::ExitStatus;
+pub use exit::Exit;

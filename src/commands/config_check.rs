@@ -3,12 +3,12 @@
 use crate::config::{self, Config, Script};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
 
-pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let loaded = config::load(file)?;
     for warning in &loaded.warnings {
         reporter.warn(&format!("`{}` {}", warning.path, warning.message));
@@ -32,7 +32,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
             "warnings": warnings,
         }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 fn summary(c: &Config, paths: &InstancePaths) -> String {

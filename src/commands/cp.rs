@@ -3,7 +3,7 @@
 use crate::lifecycle::agent::connect_agent;
 use crate::lifecycle::{Instance, runtime};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use rum_agent::PushOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +13,7 @@ pub fn run(
     source: &str,
     destination: &str,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<Exit, Error> {
     let (from_guest, to_guest) = (source.strip_prefix(':'), destination.strip_prefix(':'));
     let instance = Instance::open(file)?;
     let user = instance.config.user.name.clone();
@@ -48,7 +48,7 @@ pub fn run(
         &format!("Copied {size} bytes: {what}"),
         &serde_json::json!({ "bytes": size, "copy": what }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 /// A guest path ending in `/` names a directory: the file keeps its name.

@@ -4,10 +4,10 @@ use crate::disk;
 use crate::instance::{InstanceLock, LockWait};
 use crate::lifecycle::{Instance, stop};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::path::Path;
 
-pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let id = instance.paths.id.to_string();
     if !instance.paths.exists() {
@@ -15,7 +15,7 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, 
             &format!("`{id}` does not exist; nothing to destroy"),
             &serde_json::json!({ "instance": id, "destroyed": false }),
         );
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     // Held while the files go: the lock file may vanish under it, but no one else gets in.
     let _lock = InstanceLock::acquire(
@@ -40,5 +40,5 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, 
         &format!("Destroyed `{id}`"),
         &serde_json::json!({ "instance": id, "destroyed": true }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }

@@ -4,10 +4,10 @@ use crate::instance::{InstanceLock, LockWait};
 use crate::lifecycle::{Instance, stop};
 use crate::output::Reporter;
 use crate::vm::qemu::Stopped;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::path::Path;
 
-pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let id = instance.paths.id.to_string();
     if !instance.paths.exists() {
@@ -15,7 +15,7 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, 
             &format!("`{id}` does not exist; nothing to stop"),
             &serde_json::json!({ "instance": id, "stopped": false }),
         );
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     let _lock = InstanceLock::acquire(&instance.paths.lock_file(), &id, "rum down", LockWait::No)?;
     let step = reporter.step(if force {
@@ -35,5 +35,5 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<ExitStatus, 
         &format!("`{id}` {how}; `rum up` starts it again with its disks as they are"),
         &serde_json::json!({ "instance": id, "stopped": result.stopped.is_some(), "how": how, "virtiofsd_stopped": result.virtiofsd }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }

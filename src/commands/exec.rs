@@ -3,7 +3,7 @@
 
 use crate::lifecycle::agent::connect_agent;
 use crate::lifecycle::{Instance, runtime};
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use rum_agent::ExecEvent;
 use rum_agent::protocol::ExecRequest;
 use std::io::Write;
@@ -18,7 +18,7 @@ pub struct ExecArgs<'a> {
     pub command: &'a [String],
 }
 
-pub fn run(file: &Path, args: &ExecArgs<'_>) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, args: &ExecArgs<'_>) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     runtime().block_on(async {
         let client = connect_agent(&instance, Duration::from_secs(30)).await?;
@@ -49,9 +49,9 @@ pub fn run(file: &Path, args: &ExecArgs<'_>) -> Result<ExitStatus, Error> {
                             (None, Some(signal)) => 128 + signal,
                             (None, None) => 1,
                         };
-                        return Ok(ExitStatus::Guest(code.clamp(0, 255) as u8));
+                        return Ok(Exit::Guest(code.clamp(0, 255) as u8));
                     }
-                    None => return Ok(ExitStatus::Failure),
+                    None => return Ok(Exit::Failure),
                 },
             }
         }

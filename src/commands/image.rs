@@ -5,12 +5,12 @@ use crate::image::shown::Shown;
 use crate::image::{self, Cache, Checksum, Downloader, ImageError, ImageSource, Policy, Remote};
 use crate::instance::BaseDirs;
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::fmt::Write;
 
-pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exit, Error> {
     let sha256 = sha256
         .map(|text| Checksum::sha256(text).ok_or_else(|| ImageError::BadSha256(text.to_owned())))
         .transpose()?;
@@ -41,7 +41,7 @@ pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exi
                 ),
                 &json!({ "name": name, "path": path, "meta": meta }),
             );
-            Ok(ExitStatus::Success)
+            Ok(Exit::Success)
         }
         Err(e) => {
             step.fail_with(&e);
@@ -50,7 +50,7 @@ pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exi
     }
 }
 
-pub fn list(reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn list(reporter: &Reporter) -> Result<Exit, Error> {
     let dirs = BaseDirs::from_env()?;
     let cache = Cache::new(&dirs);
     let listed = cache.list();
@@ -69,10 +69,10 @@ pub fn list(reporter: &Reporter) -> Result<ExitStatus, Error> {
         );
     }
     reporter.result(text.trim_end(), &rows);
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
-pub fn delete(name: &str, force: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn delete(name: &str, force: bool, reporter: &Reporter) -> Result<Exit, Error> {
     let dirs = BaseDirs::from_env()?;
     let cache = Cache::new(&dirs);
     let Some(entry) = cache.list().into_iter().find(|e| e.name == name) else {
@@ -104,10 +104,10 @@ pub fn delete(name: &str, force: bool, reporter: &Reporter) -> Result<ExitStatus
         &format!("Deleted `{name}` ({} freed)", HumanBytes(size(&entry))),
         &json!({ "deleted": name, "bytes": size(&entry), "orphaned": users }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
-pub fn clear(reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn clear(reporter: &Reporter) -> Result<Exit, Error> {
     let dirs = BaseDirs::from_env()?;
     let cache = Cache::new(&dirs);
     let mut deleted = Vec::new();
@@ -141,7 +141,7 @@ pub fn clear(reporter: &Reporter) -> Result<ExitStatus, Error> {
         ),
         &json!({ "deleted": deleted, "bytes": freed, "kept": kept }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 fn users(dirs: &BaseDirs, cache: &Cache, entry: &Listed) -> Vec<String> {

@@ -3,7 +3,7 @@
 use crate::config::template::{InitAnswers, render};
 use crate::config::{self, ByteSize};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -12,7 +12,7 @@ pub fn run(
     cwd: &Path,
     defaults: bool,
     reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+) -> Result<Exit, Error> {
     let file = match explicit {
         Some(path) if path.is_absolute() => path.to_path_buf(),
         Some(path) => cwd.join(path),
@@ -41,7 +41,7 @@ pub fn run(
         ),
         &serde_json::json!({ "file": file }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 /// Creates `file` only if it does not exist, removing it again if the write fails.

@@ -3,7 +3,7 @@
 use crate::lifecycle::Instance;
 use crate::output::Reporter;
 use crate::provision::run::Attempt;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,14 @@ fn attempts(instance: &Instance) -> Vec<Attempt> {
     out
 }
 
-pub fn run(file: &Path, which: Which, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, which: Which, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     if which == Which::Console {
         let text = std::fs::read(instance.paths.serial_log())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         reporter.result(&text, &serde_json::json!({ "console": text }));
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     let attempts = attempts(&instance);
     match which {
@@ -91,7 +91,7 @@ pub fn run(file: &Path, which: Which, reporter: &Reporter) -> Result<ExitStatus,
                     "No provisioning has run yet"
                 };
                 reporter.result(what, &serde_json::json!({ "logs": [] }));
-                return Ok(ExitStatus::Success);
+                return Ok(Exit::Success);
             };
             let mut text = String::new();
             let mut logs = Vec::new();
@@ -113,5 +113,5 @@ pub fn run(file: &Path, which: Which, reporter: &Reporter) -> Result<ExitStatus,
         }
         Which::Console => unreachable!("handled above"),
     }
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }

@@ -8,7 +8,6 @@ mod exec;
 mod image;
 mod init;
 mod log;
-mod retry;
 mod seed_dump;
 mod snapshot;
 mod ssh;
@@ -17,10 +16,10 @@ mod up;
 
 use crate::cli::{Cli, Command, ConfigCommand, ImageCommand, SeedCommand, SnapshotCommand};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::path::PathBuf;
 
-pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     match &cli.command {
         Command::Init { defaults } => init::run(cli.config.as_deref(), &cwd, *defaults, reporter),
@@ -59,7 +58,8 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<ExitStatus, Error> {
                 (_, _, true) => RetryMode::Reset,
                 _ => RetryMode::Full,
             };
-            retry::run(&config_file(cli, &cwd)?, mode, reporter)
+            let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
+            Ok(crate::lifecycle::retry::retry(&instance, mode, reporter)?)
         }
         Command::Log {
             failed,

@@ -4,10 +4,10 @@ use crate::config;
 use crate::identity::GuestIdentity;
 use crate::instance::{BaseDirs, InstanceId, InstanceLock, InstancePaths, LockWait};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus, agent_binary, seed};
+use crate::{Error, Exit, agent_binary, seed};
 use std::path::Path;
 
-pub fn run(file: &Path, dir: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, dir: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let loaded = config::load(file)?;
     let config = &loaded.config;
     let paths = InstancePaths::resolve(
@@ -38,5 +38,5 @@ pub fn run(file: &Path, dir: &Path, reporter: &Reporter) -> Result<ExitStatus, E
         &format!("Seed {identity}\n{}", names.join("\n")),
         &serde_json::json!({ "identity": identity, "files": files }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }

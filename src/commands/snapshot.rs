@@ -7,7 +7,7 @@ use crate::lifecycle::snapshots;
 use crate::lifecycle::{AgentError, Instance, SnapshotError, runtime};
 use crate::output::Reporter;
 use crate::state::State;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::path::Path;
 
 pub enum Action<'a> {
@@ -17,14 +17,14 @@ pub enum Action<'a> {
     Delete(&'a str),
 }
 
-pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let id = instance.paths.id.to_string();
     let on_disk = disk::snapshots(&instance.paths.overlay()).unwrap_or_default();
     if let Action::List = action {
         let state = State::load(&instance.paths.state_file())?;
         list(&id, &on_disk, &state, reporter);
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     if !instance.paths.exists() {
         return Err(AgentError::NotRunning(id).into());
@@ -81,7 +81,7 @@ pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<ExitS
             );
         }
     }
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 fn list(id: &str, on_disk: &[disk::SnapshotInfo], state: &State, reporter: &Reporter) {

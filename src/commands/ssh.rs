@@ -4,7 +4,7 @@
 use crate::identity::host_key_alias;
 use crate::lifecycle::{AgentError, Instance, RuntimeInfo};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -34,7 +34,7 @@ fn running(instance: &Instance) -> Result<RuntimeInfo, Error> {
         .ok_or_else(|| AgentError::NotRunning(instance.paths.id.to_string()).into())
 }
 
-pub fn ssh(file: &Path, args: &[String]) -> Result<ExitStatus, Error> {
+pub fn ssh(file: &Path, args: &[String]) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let info = running(&instance)?;
     let mut words = instance.config.ssh.command.split_whitespace();
@@ -51,7 +51,7 @@ pub fn ssh(file: &Path, args: &[String]) -> Result<ExitStatus, Error> {
     })
 }
 
-pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let info = running(&instance)?;
     let p = &instance.paths;
@@ -65,5 +65,5 @@ pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error>
         host_key_alias(p)
     );
     reporter.result(&block, &serde_json::json!({ "host": host, "port": info.ssh_port, "user": instance.config.ssh.user, "config": block }));
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }

@@ -5,14 +5,14 @@ use crate::instance::InstanceLock;
 use crate::lifecycle::Instance;
 use crate::output::Reporter;
 use crate::state::State;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::fmt::Write;
 use std::path::Path;
 
 /// History entries shown to people (JSON gets them all).
 const HISTORY_SHOWN: usize = 12;
 
-pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     let paths = &instance.paths;
     let exists = paths.exists();
@@ -110,7 +110,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<ExitStatus, Error> {
             "data_dir": paths.data,
         }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 fn human_duration(secs: u64) -> String {

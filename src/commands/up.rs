@@ -8,12 +8,12 @@ use crate::lifecycle::retry::{RetryMode, retry};
 use crate::lifecycle::up::up;
 use crate::lifecycle::{Instance, runtime, stop};
 use crate::output::Reporter;
-use crate::{Error, ExitStatus};
+use crate::{Error, Exit};
 use std::io::IsTerminal;
 use std::path::Path;
 use tokio::io::AsyncBufReadExt;
 
-pub fn run(file: &Path, detach: bool, reporter: &Reporter) -> Result<ExitStatus, Error> {
+pub fn run(file: &Path, detach: bool, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     for warning in &instance.warnings {
         reporter.warn(&format!("`{}` {}", warning.path, warning.message));
@@ -32,11 +32,7 @@ enum Input {
     Other,
 }
 
-fn foreground(
-    instance: &Instance,
-    mut status: ExitStatus,
-    reporter: &Reporter,
-) -> Result<ExitStatus, Error> {
+fn foreground(instance: &Instance, mut status: Exit, reporter: &Reporter) -> Result<Exit, Error> {
     reporter.note("The VM runs in the foreground: type r and Enter to retry provisioning, Ctrl+C to stop the VM (`rum up -d` returns instead).");
     let rt = runtime();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -59,7 +55,7 @@ fn foreground(
                     Err(e) => {
                         let e = Error::from(e);
                         reporter.error(&e, e.exit_status().code());
-                        ExitStatus::Failure
+                        Exit::Failure
                     }
                 };
             }

@@ -12,8 +12,6 @@ mod suggest;
 pub mod template;
 mod validate;
 
-/// Owned by `image` (`image::source`); kept here for callers of `config::ImageSource`.
-pub use crate::image::ImageSource;
 pub use error::{ConfigError, LocatedProblem, Problem, Warning};
 pub use model::*;
 pub use size::ByteSize;

@@ -6,7 +6,7 @@ use super::error::LifecycleError;
 use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, RuntimeInfo};
-use crate::exit::ExitStatus;
+use crate::exit::Exit;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
 use crate::provision::scripts::{scripts, system_hash};
@@ -52,7 +52,7 @@ pub fn provision(
     phases: Phases,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<ExitStatus, LifecycleError> {
+) -> Result<Exit, LifecycleError> {
     let all = scripts(&instance.config)?;
     let (system, boot): (Vec<Script>, Vec<Script>) =
         all.iter().cloned().partition(|s| s.run_on == RunOn::System);
@@ -116,7 +116,7 @@ pub fn provision(
     write_attempt(instance, &attempt)?;
     state.save(&instance.paths.state_file())?;
     reporter.line("Ready");
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 /// A checkpoint after the system phase, keyed by the system scripts' hash,
@@ -166,7 +166,7 @@ fn finish_failed(
     state: &mut State,
     attempt: Attempt,
     reporter: &Reporter,
-) -> Result<ExitStatus, LifecycleError> {
+) -> Result<Exit, LifecycleError> {
     let attempt = Attempt {
         ok: false,
         ..attempt
@@ -176,7 +176,7 @@ fn finish_failed(
     reporter.line("Provisioning failed — VM kept running for debugging");
     reporter.note("  Use `rum ssh` to debug, `rum log --failed` for logs.");
     reporter.note("  Edit your script, then run `rum retry` to rollback and re-provision.");
-    Ok(ExitStatus::Failure)
+    Ok(Exit::Failure)
 }
 
 fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), LifecycleError> {

@@ -7,7 +7,7 @@ use super::error::SnapshotError;
 use super::provisioning::{self, Phases};
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, runtime};
-use crate::exit::ExitStatus;
+use crate::exit::Exit;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
@@ -30,7 +30,7 @@ pub fn retry(
     instance: &Instance,
     mode: RetryMode,
     reporter: &Reporter,
-) -> Result<ExitStatus, LifecycleError> {
+) -> Result<Exit, LifecycleError> {
     let paths = &instance.paths;
     if !paths.exists() {
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
@@ -64,7 +64,7 @@ pub fn retry(
     reset_provisioning(&mut state, phases);
     let status =
         provisioning::provision(instance, &mut state, &info, &client, phases, &rt, reporter)?;
-    let ok = status == ExitStatus::Success;
+    let ok = status == Exit::Success;
     reporter.result(
         if ok { "Provisioned after the rollback" } else { "Provisioning failed after the rollback" },
         &serde_json::json!({ "instance": paths.id, "restored": tag, "provisioned": ok, "attempt": state.provision_attempts }),
@@ -109,7 +109,7 @@ fn drop_snapshots(
     instance: &Instance,
     state: &mut State,
     reporter: &Reporter,
-) -> Result<ExitStatus, LifecycleError> {
+) -> Result<Exit, LifecycleError> {
     let tags: Vec<String> = state
         .snapshots
         .iter()
@@ -121,7 +121,7 @@ fn drop_snapshots(
             "rum has no snapshots of this VM",
             &serde_json::json!({ "deleted": Vec::<String>::new() }),
         );
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     let step = reporter.step(format!("Deleting {}", tags.join(", ")));
     match snapshots::delete(instance, &tags) {
@@ -143,7 +143,7 @@ fn drop_snapshots(
         ),
         &serde_json::json!({ "deleted": tags }),
     );
-    Ok(ExitStatus::Success)
+    Ok(Exit::Success)
 }
 
 /// `--reset`: the root disk starts over from the base image and cloud-init

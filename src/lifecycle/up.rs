@@ -6,13 +6,13 @@ use super::boot::{self, Booted};
 use super::error::LifecycleError;
 use super::provisioning::{self, Phases};
 use super::{Instance, runtime};
-use crate::exit::ExitStatus;
+use crate::exit::Exit;
 use crate::guard::Guard;
 use crate::instance::{InstanceLock, LockWait};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
 
-pub fn up(instance: &Instance, reporter: &Reporter) -> Result<ExitStatus, LifecycleError> {
+pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleError> {
     let paths = &instance.paths;
     paths.ensure_data_dir()?;
     crate::testhook::pause("before_lock");
@@ -40,7 +40,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<ExitStatus, Lifecy
             ),
             &serde_json::json!({ "instance": paths.id, "pid": pid, "already_running": true }),
         );
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     let mut state = State::load(&paths.state_file())?;
     let rt = runtime();
@@ -58,7 +58,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<ExitStatus, Lifecy
             "pid": booted.info.pid,
             "ssh_port": booted.info.ssh_port,
             "agent": version.build_id,
-            "provisioned": status == ExitStatus::Success,
+            "provisioned": status == Exit::Success,
         }),
     );
     Ok(status)
@@ -72,13 +72,13 @@ fn after_boot(
     booted: &Booted,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
-) -> Result<ExitStatus, LifecycleError> {
+) -> Result<Exit, LifecycleError> {
     provisioning::ensure_pre_provision(instance, state, &booted.info, rt, reporter)?;
     let done = state.is_completed(Milestone::SystemProvisioned)
         && state.is_completed(Milestone::BootProvisioned);
     if done {
         reporter.line("Ready");
-        return Ok(ExitStatus::Success);
+        return Ok(Exit::Success);
     }
     provisioning::provision(
         instance,
