@@ -73,15 +73,12 @@ pub fn provision(
         scripts: Vec::new(),
     };
 
+    let dir = instance.paths.attempt_dir(number);
+    let run_phase = |scripts| rt.block_on(run::run(client, scripts, number, &dir, reporter));
+
     if phases == Phases::All && !system.is_empty() {
         state.start(Milestone::SystemProvisioned);
-        let (result, logged) = rt.block_on(run::run(
-            client,
-            system,
-            number,
-            &instance.paths.attempt_dir(number),
-            reporter,
-        ))?;
+        let (result, logged) = run_phase(system)?;
         attempt.started = logged.started;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
@@ -98,13 +95,7 @@ pub fn provision(
     }
     if !boot.is_empty() {
         state.start(Milestone::BootProvisioned);
-        let (result, logged) = rt.block_on(run::run(
-            client,
-            boot,
-            number,
-            &instance.paths.attempt_dir(number),
-            reporter,
-        ))?;
+        let (result, logged) = run_phase(boot)?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
             let failed = failure(&result);

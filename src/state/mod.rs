@@ -26,6 +26,18 @@ pub enum Milestone {
 }
 
 impl Milestone {
+    pub const ALL: [Milestone; 9] = [
+        Milestone::ImageReady,
+        Milestone::OverlayCreated,
+        Milestone::DrivesCreated,
+        Milestone::SeedBuilt,
+        Milestone::Booted,
+        Milestone::AgentReady,
+        Milestone::SnapshotTaken,
+        Milestone::SystemProvisioned,
+        Milestone::BootProvisioned,
+    ];
+
     /// Its name in `state.json` and in `RUM_TEST_FAIL_AFTER`.
     pub fn key(self) -> &'static str {
         match self {
@@ -309,18 +321,7 @@ mod tests {
 
     #[test]
     fn one_spelling_of_each_milestone() {
-        use Milestone::*;
-        for m in [
-            ImageReady,
-            OverlayCreated,
-            DrivesCreated,
-            SeedBuilt,
-            Booted,
-            AgentReady,
-            SnapshotTaken,
-            SystemProvisioned,
-            BootProvisioned,
-        ] {
+        for m in Milestone::ALL {
             assert_eq!(serde_json::to_value(m).unwrap(), m.key());
         }
     }
