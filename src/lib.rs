@@ -1,6 +1,9 @@
 //! rum: cloud-image VMs on QEMU, driven directly, with a fast provisioning
 //! retry loop. The binary is a thin layer over this library.
 
+// System calls go through `nix`; this crate needs no `unsafe` of its own.
+#![forbid(unsafe_code)]
+
 pub mod agent_binary;
 pub mod cli;
 pub mod clock;
