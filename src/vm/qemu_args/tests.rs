@@ -161,3 +161,31 @@ fn commas_in_paths_and_names_are_escaped() {
         "{args}"
     );
 }
+
+#[test]
+fn the_offline_qemu_has_only_the_disks_and_qmp() {
+    let disks = crate::vm::spec::node_files(
+        &["root".to_owned(), "drive-data".to_owned()],
+        Path::new("/d/disk.qcow2"),
+        |name| PathBuf::from(format!("/d/drives/{name}.qcow2")),
+    );
+    let args: Vec<String> = offline_args(Path::new("/run/x/offline-qmp.sock"), &disks)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args = args.join("\n");
+    assert!(
+        args.starts_with("-nodefaults\n-machine\nnone\n-display\nnone\n-S\n"),
+        "{args}"
+    );
+    assert!(
+        args.contains("-qmp\nunix:/run/x/offline-qmp.sock,server=on,wait=off"),
+        "{args}"
+    );
+    assert!(args.contains("driver=file,node-name=root-file,filename=/d/disk.qcow2\n-blockdev\ndriver=qcow2,node-name=root,file=root-file"), "{args}");
+    assert!(
+        args.contains("node-name=drive-data-file,filename=/d/drives/data.qcow2"),
+        "{args}"
+    );
+    assert!(!args.contains("-device"), "no guest devices: {args}");
+}
