@@ -11,23 +11,22 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-pub struct ExecArgs<'a> {
-    pub user: Option<&'a str>,
-    pub cwd: Option<&'a str>,
-    pub stdin: bool,
-    pub command: &'a [String],
-}
-
-pub fn run(file: &Path, args: &ExecArgs<'_>) -> Result<Exit, Error> {
+pub fn run(
+    file: &Path,
+    user: Option<&str>,
+    cwd: Option<&str>,
+    stdin: bool,
+    command: &[String],
+) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
     runtime().block_on(async {
         let client = connect_agent(&instance, Duration::from_secs(30)).await?;
-        let mut request = ExecRequest::argv(args.command.iter().cloned());
-        request.user = Some(args.user.unwrap_or(&instance.config.user.name).to_owned());
-        request.cwd = args.cwd.map(str::to_owned);
-        request.stdin = args.stdin;
+        let mut request = ExecRequest::argv(command.iter().cloned());
+        request.user = Some(user.unwrap_or(&instance.config.user.name).to_owned());
+        request.cwd = cwd.map(str::to_owned);
+        request.stdin = stdin;
         let mut exec = client.exec(request).await?;
-        let mut stdin = args.stdin.then(tokio::io::stdin);
+        let mut stdin = stdin.then(tokio::io::stdin);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {

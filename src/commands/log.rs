@@ -7,7 +7,7 @@ use crate::{Error, Exit};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+enum Which {
     Latest,
     Failed,
     All,
@@ -29,7 +29,19 @@ fn attempts(instance: &Instance) -> Vec<Attempt> {
     out
 }
 
-pub fn run(file: &Path, which: Which, reporter: &Reporter) -> Result<Exit, Error> {
+pub fn run(
+    file: &Path,
+    failed: bool,
+    all: bool,
+    console: bool,
+    reporter: &Reporter,
+) -> Result<Exit, Error> {
+    let which = match (failed, all, console) {
+        (true, _, _) => Which::Failed,
+        (_, true, _) => Which::All,
+        (_, _, true) => Which::Console,
+        _ => Which::Latest,
+    };
     let instance = Instance::open(file)?;
     if which == Which::Console {
         let text = std::fs::read(instance.paths.serial_log())

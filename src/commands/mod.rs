@@ -14,7 +14,7 @@ mod ssh;
 mod status;
 mod up;
 
-use crate::cli::{Cli, Command, ConfigCommand, ImageCommand, SeedCommand, SnapshotCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ImageCommand, SeedCommand};
 use crate::output::Reporter;
 use crate::{Error, Exit};
 use std::path::PathBuf;
@@ -37,52 +37,29 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             cwd: dir,
             stdin,
             command,
-        } => {
-            let args = exec::ExecArgs {
-                user: user.as_deref(),
-                cwd: dir.as_deref(),
-                stdin: *stdin,
-                command,
-            };
-            exec::run(&config_file(cli, &cwd)?, &args)
-        }
+        } => exec::run(
+            &config_file(cli, &cwd)?,
+            user.as_deref(),
+            dir.as_deref(),
+            *stdin,
+            command,
+        ),
         Command::Cp {
             source,
             destination,
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
         Command::Retry { from, done, reset } => {
-            use crate::lifecycle::retry::RetryMode;
-            let mode = match (from, done, reset) {
-                (Some(crate::cli::RetryFrom::Boot), _, _) => RetryMode::FromBoot,
-                (_, true, _) => RetryMode::Done,
-                (_, _, true) => RetryMode::Reset,
-                _ => RetryMode::Full,
-            };
+            use crate::lifecycle::retry::{RetryMode, retry};
+            let mode = RetryMode::from_flags(from.is_some(), *done, *reset);
             let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
-            Ok(crate::lifecycle::retry::retry(&instance, mode, reporter)?)
+            Ok(retry(&instance, mode, reporter)?)
         }
         Command::Log {
             failed,
             all,
             console,
-        } => {
-            let which = match (failed, all, console) {
-                (true, _, _) => log::Which::Failed,
-                (_, true, _) => log::Which::All,
-                (_, _, true) => log::Which::Console,
-                _ => log::Which::Latest,
-            };
-            log::run(&config_file(cli, &cwd)?, which, reporter)
-        }
-        Command::Snapshot(action) => {
-            let action = match action {
-                SnapshotCommand::Create { name } => snapshot::Action::Create(name.as_deref()),
-                SnapshotCommand::List => snapshot::Action::List,
-                SnapshotCommand::Restore { name } => snapshot::Action::Restore(name),
-                SnapshotCommand::Delete { name } => snapshot::Action::Delete(name),
-            };
-            snapshot::run(&config_file(cli, &cwd)?, action, reporter)
-        }
+        } => log::run(&config_file(cli, &cwd)?, *failed, *all, *console, reporter),
+        Command::Snapshot(action) => snapshot::run(&config_file(cli, &cwd)?, action, reporter),
         Command::Image(action) => match action {
             ImageCommand::Pull { base, sha256 } => image::pull(base, sha256.as_deref(), reporter),
             ImageCommand::List => image::list(reporter),

@@ -1,6 +1,7 @@
 //! `rum snapshot create|list|restore|delete`: named live snapshots besides
 //! rum's own `pre-provision` and `post-system`.
 
+use crate::cli::SnapshotCommand;
 use crate::disk;
 use crate::instance::{InstanceLock, LockWait};
 use crate::lifecycle::snapshots;
@@ -10,14 +11,13 @@ use crate::state::State;
 use crate::{Error, Exit};
 use std::path::Path;
 
-pub enum Action<'a> {
-    Create(Option<&'a str>),
-    List,
-    Restore(&'a str),
-    Delete(&'a str),
-}
-
-pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<Exit, Error> {
+pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Result<Exit, Error> {
+    let action = match command {
+        SnapshotCommand::Create { name } => Action::Create(name.as_deref()),
+        SnapshotCommand::List => Action::List,
+        SnapshotCommand::Restore { name } => Action::Restore(name),
+        SnapshotCommand::Delete { name } => Action::Delete(name),
+    };
     let instance = Instance::open(file)?;
     let id = instance.paths.id.to_string();
     let on_disk = disk::snapshots(&instance.paths.overlay()).unwrap_or_default();
@@ -82,6 +82,13 @@ pub fn run(file: &Path, action: Action<'_>, reporter: &Reporter) -> Result<Exit,
         }
     }
     Ok(Exit::Success)
+}
+
+enum Action<'a> {
+    Create(Option<&'a str>),
+    List,
+    Restore(&'a str),
+    Delete(&'a str),
 }
 
 fn list(id: &str, on_disk: &[disk::SnapshotInfo], state: &State, reporter: &Reporter) {

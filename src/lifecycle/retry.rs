@@ -26,6 +26,18 @@ pub enum RetryMode {
     Reset,
 }
 
+impl RetryMode {
+    /// From the command line's flags, which clap keeps exclusive.
+    pub fn from_flags(from_boot: bool, done: bool, reset: bool) -> Self {
+        match (from_boot, done, reset) {
+            (true, _, _) => RetryMode::FromBoot,
+            (_, true, _) => RetryMode::Done,
+            (_, _, true) => RetryMode::Reset,
+            _ => RetryMode::Full,
+        }
+    }
+}
+
 pub fn retry(
     instance: &Instance,
     mode: RetryMode,
