@@ -1,7 +1,7 @@
 //! `rum destroy`.
 
 use crate::disk;
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::lifecycle::{Instance, stop};
 use crate::output::Reporter;
 use crate::{Error, Exit};
@@ -18,12 +18,7 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<Exit, Error>
         return Ok(Exit::Success);
     }
     // Held while the files go: the lock file may vanish under it, but no one else gets in.
-    let _lock = InstanceLock::acquire(
-        &instance.paths.lock_file(),
-        &id,
-        "rum destroy",
-        LockWait::No,
-    )?;
+    let _lock = instance.paths.lock("rum destroy", LockWait::No)?;
     let snapshots = disk::inspect(&instance.paths.overlay())
         .map(|i| i.snapshots)
         .unwrap_or(0);

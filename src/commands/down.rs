@@ -1,6 +1,6 @@
 //! `rum down`.
 
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::lifecycle::{Instance, stop};
 use crate::output::Reporter;
 use crate::vm::qemu::Stopped;
@@ -17,7 +17,7 @@ pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<Exit, Error>
         );
         return Ok(Exit::Success);
     }
-    let _lock = InstanceLock::acquire(&instance.paths.lock_file(), &id, "rum down", LockWait::No)?;
+    let _lock = instance.paths.lock("rum down", LockWait::No)?;
     let step = reporter.step(if force {
         "Stopping the VM (quit)"
     } else {

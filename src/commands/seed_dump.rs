@@ -2,7 +2,7 @@
 
 use crate::config;
 use crate::identity::GuestIdentity;
-use crate::instance::{BaseDirs, InstanceId, InstanceLock, InstancePaths, LockWait};
+use crate::instance::{BaseDirs, InstanceId, InstancePaths, LockWait};
 use crate::output::Reporter;
 use crate::{Error, Exit, agent_binary, seed};
 use std::path::Path;
@@ -17,12 +17,7 @@ pub fn run(file: &Path, dir: &Path, reporter: &Reporter) -> Result<Exit, Error> 
     let fresh = !paths.exists();
     paths.ensure_data_dir()?;
     // The identity is created here exactly as `rum up` would create it, and kept.
-    let _lock = InstanceLock::acquire(
-        &paths.lock_file(),
-        paths.id.as_str(),
-        "rum seed dump",
-        LockWait::No,
-    )?;
+    let _lock = paths.lock("rum seed dump", LockWait::No)?;
     let guest = GuestIdentity::ensure(&paths)?;
     if fresh {
         reporter.note(&format!(

@@ -3,7 +3,7 @@
 
 use crate::cli::SnapshotCommand;
 use crate::disk;
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::lifecycle::snapshots;
 use crate::lifecycle::{AgentError, Instance, SnapshotError, runtime};
 use crate::output::Reporter;
@@ -29,12 +29,7 @@ pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Resul
     if !instance.paths.exists() {
         return Err(AgentError::NotRunning(id).into());
     }
-    let _lock = InstanceLock::acquire(
-        &instance.paths.lock_file(),
-        &id,
-        "rum snapshot",
-        LockWait::No,
-    )?;
+    let _lock = instance.paths.lock("rum snapshot", LockWait::No)?;
     let mut state = State::load(&instance.paths.state_file())?;
     let known: Vec<String> = on_disk.iter().map(|s| s.name.clone()).collect();
     let rt = runtime();

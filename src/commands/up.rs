@@ -3,7 +3,7 @@
 //! instance lock is not held while it waits, so `rum retry`, `rum exec` and
 //! the rest work from another terminal meanwhile.
 
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::lifecycle::retry::{RetryMode, retry};
 use crate::lifecycle::up::up;
 use crate::lifecycle::{Instance, runtime, stop};
@@ -61,12 +61,9 @@ fn foreground(instance: &Instance, mut status: Exit, reporter: &Reporter) -> Res
             }
             Input::Other => reporter.note("Type r and Enter to retry, Ctrl+C to stop the VM."),
             Input::Stop => {
-                let _lock = InstanceLock::acquire(
-                    &instance.paths.lock_file(),
-                    instance.paths.id.as_str(),
-                    "rum up",
-                    LockWait::Up(std::time::Duration::from_secs(60)),
-                )?;
+                let _lock = instance
+                    .paths
+                    .lock("rum up", LockWait::Up(std::time::Duration::from_secs(60)))?;
                 let step = reporter.step("Stopping the VM");
                 stop::stop(instance, false);
                 step.done();

@@ -2,6 +2,7 @@
 
 use super::dirs::{create_owned_private_dir, create_private_dir};
 use super::error::InstanceError;
+use super::lock::{InstanceLock, LockWait};
 use super::{BaseDirs, InstanceId};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,11 @@ impl InstancePaths {
 
     pub fn lock_file(&self) -> PathBuf {
         self.data.join("lock")
+    }
+
+    /// Takes the instance's lock for `command` (e.g. "rum up").
+    pub fn lock(&self, command: &str, wait: LockWait) -> Result<InstanceLock, InstanceError> {
+        InstanceLock::acquire(&self.lock_file(), self.id.as_str(), command, wait)
     }
 
     pub fn state_file(&self) -> PathBuf {

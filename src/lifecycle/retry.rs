@@ -8,7 +8,7 @@ use super::provisioning::{self, Phases};
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, runtime};
 use crate::exit::Exit;
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
 use crate::state::{Milestone, State};
@@ -51,12 +51,7 @@ pub fn retry(
         reset(instance, reporter)?;
         return super::up::up(instance, reporter);
     }
-    let _lock = InstanceLock::acquire(
-        &paths.lock_file(),
-        paths.id.as_str(),
-        "rum retry",
-        LockWait::No,
-    )?;
+    let _lock = paths.lock("rum retry", LockWait::No)?;
     let mut state = State::load(&paths.state_file())?;
     if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);
@@ -163,12 +158,7 @@ fn drop_snapshots(
 /// the provisioning history stay.
 fn reset(instance: &Instance, reporter: &Reporter) -> Result<(), LifecycleError> {
     let paths = &instance.paths;
-    let _lock = InstanceLock::acquire(
-        &paths.lock_file(),
-        paths.id.as_str(),
-        "rum retry --reset",
-        LockWait::No,
-    )?;
+    let _lock = paths.lock("rum retry --reset", LockWait::No)?;
     let step = reporter.step("Resetting the VM to its base image (a reboot, not a restore)");
     super::stop::stop(instance, true);
     for file in [

@@ -8,7 +8,7 @@ use super::provisioning::{self, Phases};
 use super::{Instance, runtime};
 use crate::exit::Exit;
 use crate::guard::Guard;
-use crate::instance::{InstanceLock, LockWait};
+use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
 
@@ -18,12 +18,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     crate::testhook::pause("before_lock");
     // The lock comes first: only its holder may judge the instance fresh and
     // own (and, on failure, remove) what is in its directory.
-    let _lock = InstanceLock::acquire(
-        &paths.lock_file(),
-        paths.id.as_str(),
-        "rum up",
-        LockWait::No,
-    )?;
+    let _lock = paths.lock("rum up", LockWait::No)?;
     let mut guard = Guard::new();
     if paths.is_fresh()? {
         let data = paths.data.clone();
