@@ -2,8 +2,9 @@
 //! boot partition or an MBR with boot code means BIOS works; a GPT with only
 //! an EFI system partition needs UEFI.
 
+use super::error::DiskError;
+use super::image::ImageFormat;
 use super::image::QCOW2_MAGIC;
-use super::{DiskError, ImageFormat};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Telling qcow2 from raw by content, never by file name.
 
-use super::DiskError;
+use super::error::DiskError;
 use std::io::Read;
 use std::path::Path;
 

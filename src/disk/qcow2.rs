@@ -2,8 +2,9 @@
 //! block, and an empty L1 table, laid out as QEMU's qcow2 specification
 //! (docs/interop/qcow2.txt) describes. QEMU allocates everything else.
 
+use super::error::DiskError;
+use super::image::ImageFormat;
 use super::image::QCOW2_MAGIC;
-use super::{DiskError, ImageFormat};
 use std::io::Write;
 use std::path::Path;
 

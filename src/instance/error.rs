@@ -1,6 +1,5 @@
 //! What can go wrong with an instance's directories and lock.
 
-use super::paths::MAX_SOCKET_PATH;
 use crate::lock::Holder;
 use std::path::PathBuf;
 
@@ -26,8 +25,12 @@ pub enum InstanceError {
         owner: u32,
         mode: u32,
     },
-    #[error("Socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of Unix sockets; set XDG_RUNTIME_DIR to a shorter directory", .path.display())]
-    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("Socket path {} is {len} bytes, over the {limit}-byte limit of Unix sockets; set XDG_RUNTIME_DIR to a shorter directory", .path.display())]
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        limit: usize,
+    },
     #[error("Cannot open the lock file {}", .path.display())]
     LockFile {
         path: PathBuf,

@@ -1,9 +1,10 @@
 //! The one place that names every file of an instance.
 
+use super::dirs::BaseDirs;
 use super::dirs::{create_owned_private_dir, create_private_dir};
 use super::error::InstanceError;
+use super::id::InstanceId;
 use super::lock::{InstanceLock, LockWait};
-use super::{BaseDirs, InstanceId};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,7 @@ impl InstancePaths {
                 return Err(InstanceError::SocketPathTooLong {
                     path: shortest,
                     len,
+                    limit: MAX_SOCKET_PATH,
                 });
             }
         };

@@ -4,10 +4,12 @@
 
 mod descriptor;
 mod encode;
+mod error;
 mod names;
 mod record;
 mod susp;
 
+pub use error::IsoError;
 pub use names::MAX_NAME_CHARS;
 
 use encode::{SECTOR, sectors};
@@ -23,22 +25,6 @@ const FIRST_DIRECTORY: u32 = FIRST_DESCRIPTOR + 3 + 4;
 const MAX_VOLUME_ID: usize = 16;
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IsoError {
-    #[error("Cannot write the image")]
-    Io(#[from] std::io::Error),
-    #[error("Cannot put `{name}` in the image: {why}")]
-    BadName { name: String, why: String },
-    #[error("Two files are named `{0}`")]
-    Duplicate(String),
-    #[error("`{name}` is {size} bytes; ISO 9660 files stop at 4 GiB - 1")]
-    TooLarge { name: String, size: u64 },
-    #[error("`{name}` has mode {mode:o}; give permission bits only (at most 7777)")]
-    BadMode { name: String, mode: u32 },
-    #[error("Volume id `{0}` must be 1 to 16 ASCII letters, digits, `_` or `-`")]
-    BadVolumeId(String),
-}
 
 /// One file of the image.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! File names: what a seed may contain, and the names each directory tree
 //! of the image records for it.
 
-use super::IsoError;
+use super::error::IsoError;
 
 /// Joliet records at most 64 UCS-2 characters; rum keeps every name within
 /// it so the Rock Ridge and Joliet trees show the same names.
