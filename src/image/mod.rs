@@ -21,7 +21,6 @@ use crate::disk;
 use checksum::SUMS_FILES;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Something to download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,9 +164,7 @@ pub fn fetch(
             return Err(e.into());
         }
     };
-    let downloaded = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let downloaded = crate::clock::unix_now();
     cache.commit(
         &name,
         &Meta {
