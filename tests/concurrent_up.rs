@@ -25,7 +25,10 @@ fn holds_lock(dir: &Path) -> bool {
 #[test]
 fn the_up_that_loses_the_lock_removes_nothing() {
     let Some(env) = support::e2e() else { return };
-    env.write_rum_toml("[provision.system]\nscript = \"echo once >> /var/tmp/runs\"\n");
+    // Two system steps: they run once each, in order, each with its own log.
+    env.write_rum_toml(
+        "[[provision.system]]\nname = \"first\"\nscript = \"echo first >> /var/tmp/runs\"\n\n[[provision.system]]\nscript = \"echo second >> /var/tmp/runs\"\n",
+    );
     let gate = env.root.join("gate");
     let reached = env.root.join("gate.reached");
     let gate_var = gate.to_str().unwrap().to_owned();
@@ -70,12 +73,25 @@ fn the_up_that_loses_the_lock_removes_nothing() {
 
     let exec = env.rum(&["exec", "--", "cat", "/var/tmp/runs"]);
     exec.assert_success();
-    assert_eq!(exec.stdout, "once\n");
+    assert_eq!(exec.stdout, "first\nsecond\n");
+    let logs = env.rum(&["log", "--all"]);
+    logs.assert_success();
+    for step in ["first", "system-2"] {
+        assert!(
+            logs.stdout
+                .lines()
+                .any(|l| l.contains(step) && l.contains("succeeded")),
+            "{step} has a log of its own: {logs}"
+        );
+    }
     let list = env.rum(&["snapshot", "list"]);
     list.assert_success();
     assert!(list.stdout.contains("pre-provision"), "{list}");
     env.rum(&["retry"]).assert_success();
     let exec = env.rum(&["exec", "--", "cat", "/var/tmp/runs"]);
-    assert_eq!(exec.stdout, "once\n", "the retry ran on the restored VM");
+    assert_eq!(
+        exec.stdout, "first\nsecond\n",
+        "the retry ran both steps on the restored VM"
+    );
     env.rum(&["destroy", "-f"]).assert_success();
 }

@@ -311,6 +311,36 @@ const CASES: &[(&str, &str, &str, Option<usize>)] = &[
         "provision.system.script",
         Some(3),
     ),
+    (
+        "duplicate step name across phases",
+        "[[provision.system]]\nname = \"app\"\nscript = \"true\"\n[[provision.boot]]\nname = \"app\"\nscript = \"true\"\n",
+        "provision.boot[0].name",
+        Some(7),
+    ),
+    (
+        "reserved step name",
+        "[[provision.system]]\nname = \"boot\"\nscript = \"true\"\n",
+        "provision.system[0].name",
+        Some(4),
+    ),
+    (
+        "bad step name",
+        "[[provision.system]]\nscript = \"true\"\n[[provision.system]]\nname = \"my step\"\nscript = \"true\"\n",
+        "provision.system[1].name",
+        Some(6),
+    ),
+    (
+        "script and file in a step",
+        "[[provision.system]]\nscript = \"true\"\n[[provision.system]]\nscript = \"true\"\nfile = \"s.sh\"\n",
+        "provision.system[1].file",
+        Some(7),
+    ),
+    (
+        "step table and step array mixed",
+        "[provision.system]\nscript = \"true\"\n[[provision.system]]\nscript = \"true\"\n",
+        "provision.system",
+        Some(5),
+    ),
 ];
 
 #[test]

@@ -87,13 +87,13 @@ fn summary(c: &Config, paths: &InstancePaths) -> String {
             ),
         );
     }
-    for (phase, script) in [("system", &c.provision.system), ("boot", &c.provision.boot)] {
-        if let Some(script) = script {
-            let what = match script {
+    for (phase, steps) in [("system", &c.provision.system), ("boot", &c.provision.boot)] {
+        for step in steps {
+            let what = match &step.script {
                 Script::Inline(text) => format!("inline, {} lines", text.lines().count()),
                 Script::File(path) => path.display().to_string(),
             };
-            row("provision", format!("{phase}: {what}"));
+            row("provision", format!("{phase} {}: {what}", step.name));
         }
     }
     let groups = if c.user.groups.is_empty() {

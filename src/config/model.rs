@@ -136,10 +136,21 @@ pub struct Filesystem {
     pub pool: Option<String>,
 }
 
+/// The provisioning steps of each phase, in the order they run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Provision {
-    pub system: Option<Script>,
-    pub boot: Option<Script>,
+    pub system: Vec<Step>,
+    pub boot: Vec<Step>,
+}
+
+/// Steps a phase may hold (their run order stays within the phase's range).
+pub const MAX_STEPS: usize = 100;
+
+/// One provisioning step: a script with a name unique across both phases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub script: Script,
 }
 
 /// A provisioning script: inline text, or a file read again before every run.

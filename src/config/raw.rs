@@ -109,15 +109,59 @@ pub struct RawFs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvision {
-    pub system: Option<RawScript>,
-    pub boot: Option<RawScript>,
+    pub system: Option<RawSteps>,
+    pub boot: Option<RawSteps>,
+}
+
+/// `[provision.X]` (one step) or `[[provision.X]]` (steps in order).
+#[derive(Debug)]
+pub enum RawSteps {
+    One(RawStep),
+    Many(Vec<RawStep>),
+}
+
+impl RawSteps {
+    /// The steps, and whether they were written as an array.
+    pub fn into_steps(self) -> (Vec<RawStep>, bool) {
+        match self {
+            RawSteps::One(step) => (vec![step], false),
+            RawSteps::Many(steps) => (steps, true),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawScript {
+pub struct RawStep {
+    pub name: Option<String>,
     pub script: Option<String>,
     pub file: Option<String>,
+}
+
+/// A table or an array of tables, each read as a `RawStep`, so that a
+/// mistake inside a step keeps its own message ("unknown field", …).
+impl<'de> Deserialize<'de> for RawSteps {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Steps;
+        impl<'de> serde::de::Visitor<'de> for Steps {
+            type Value = RawSteps;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawSteps, A::Error> {
+                RawStep::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawSteps::One)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawSteps, A::Error> {
+                Vec::<RawStep>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawSteps::Many)
+            }
+        }
+        deserializer.deserialize_any(Steps)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

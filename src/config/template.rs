@@ -68,7 +68,8 @@ disk = {disk}             # root disk size: K, M, G or T
 
 # Provisioning runs through rum's guest agent with live output.
 # `rum retry` restores the snapshot taken before it and runs it again.
-# [provision.system]    # once per VM
+# [provision.system]    # once per VM; [[provision.system]] for several steps
+# name = "packages"     # optional; system-1, system-2, … by default
 # script = """
 # apt-get update && apt-get install -y build-essential
 # """

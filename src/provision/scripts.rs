@@ -1,5 +1,5 @@
 //! The ordered script list: the generated filesystems script (order 0), then
-//! `[provision.system]` (100) and `[provision.boot]` (200). Script files are
+//! the steps of `[provision.system]` (from 100) and `[provision.boot]` (from 200). Script files are
 //! read again every time, so `rum retry` runs what is on disk now.
 
 use super::fs_script::fs_script;
@@ -18,6 +18,11 @@ pub enum ScriptError {
     },
 }
 
+/// Where each phase's steps start in the run order; a phase holds at most
+/// `config::MAX_STEPS` steps, so the two never meet.
+const SYSTEM_ORDER: i64 = 100;
+const BOOT_ORDER: i64 = 200;
+
 pub fn scripts(config: &Config) -> Result<Vec<Script>, ScriptError> {
     let mut out = Vec::new();
     if let Some(content) = fs_script(&config.drives, &config.filesystems) {
@@ -28,26 +33,27 @@ pub fn scripts(config: &Config) -> Result<Vec<Script>, ScriptError> {
             run_on: RunOn::System,
         });
     }
-    for (name, order, run_on, script) in [
-        ("system", 100, RunOn::System, &config.provision.system),
-        ("boot", 200, RunOn::Boot, &config.provision.boot),
+    for (first, run_on, steps) in [
+        (SYSTEM_ORDER, RunOn::System, &config.provision.system),
+        (BOOT_ORDER, RunOn::Boot, &config.provision.boot),
     ] {
-        let Some(script) = script else { continue };
-        let content = match script {
-            ConfigScript::Inline(text) => text.clone(),
-            ConfigScript::File(path) => {
-                std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-        };
-        out.push(Script {
-            name: name.into(),
-            content,
-            order,
-            run_on,
-        });
+        for (i, step) in steps.iter().enumerate() {
+            let content = match &step.script {
+                ConfigScript::Inline(text) => text.clone(),
+                ConfigScript::File(path) => {
+                    std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
+                        path: path.clone(),
+                        source,
+                    })?
+                }
+            };
+            out.push(Script {
+                name: step.name.clone(),
+                content,
+                order: first + i as i64,
+                run_on,
+            });
+        }
     }
     Ok(out)
 }
@@ -91,13 +97,42 @@ mod tests {
             .collect();
         assert_eq!(
             summary,
-            [("system", 100, RunOn::System), ("boot", 200, RunOn::Boot)]
+            [
+                ("system-1", 100, RunOn::System),
+                ("boot-1", 200, RunOn::Boot)
+            ]
         );
         assert_eq!(list[1].content, "echo one");
         std::fs::write(dir.path().join("boot.sh"), "echo two").unwrap();
         assert_eq!(scripts(&c).unwrap()[1].content, "echo two");
         std::fs::remove_file(dir.path().join("boot.sh")).unwrap();
         assert!(scripts(&c).unwrap_err().to_string().contains("boot.sh"));
+    }
+
+    #[test]
+    fn steps_run_in_the_order_written_with_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("img.qcow2"), "").unwrap();
+        let c = config(
+            "[image]\nbase = \"img.qcow2\"\n[[provision.system]]\nname = \"packages\"\nscript = \"a\"\n[[provision.system]]\nscript = \"b\"\n[[provision.system]]\nname = \"app\"\nscript = \"c\"\n[[provision.boot]]\nscript = \"d\"\n[[provision.boot]]\nscript = \"e\"\n",
+            dir.path(),
+        );
+        let summary: Vec<_> = scripts(&c)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.order, s.run_on, s.content))
+            .collect();
+        let row = |n: &str, o, r, c: &str| (n.to_owned(), o, r, c.to_owned());
+        assert_eq!(
+            summary,
+            [
+                row("packages", 100, RunOn::System, "a"),
+                row("system-2", 101, RunOn::System, "b"),
+                row("app", 102, RunOn::System, "c"),
+                row("boot-1", 200, RunOn::Boot, "d"),
+                row("boot-2", 201, RunOn::Boot, "e"),
+            ]
+        );
     }
 
     #[test]

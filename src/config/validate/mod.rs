@@ -116,20 +116,9 @@ pub fn validate(raw: RawConfig, ctx: &Context<'_>) -> Result<(Config, Vec<Warnin
     let mounts = mounts::mounts(&mut c, raw.mounts, ctx.dir);
     let drives = drives::drives(&mut c, raw.drives);
     let filesystems = drives::filesystems(&mut c, raw.fs, &drives, &mounts);
-    let provision = Provision {
-        system: provision::script(
-            &mut c,
-            raw.provision.system,
-            root.key("provision").key("system"),
-            ctx.dir,
-        ),
-        boot: provision::script(
-            &mut c,
-            raw.provision.boot,
-            root.key("provision").key("boot"),
-            ctx.dir,
-        ),
-    };
+    let (system, boot) =
+        provision::steps(&mut c, raw.provision.system, raw.provision.boot, ctx.dir);
+    let provision = Provision { system, boot };
     let user = users::user(&mut c, raw.user);
     let ssh = users::ssh(&mut c, raw.ssh, &user);
     let advanced = advanced::advanced(&mut c, raw.advanced, ctx.dir);

@@ -1,19 +1,96 @@
-//! `[provision.*]`: the scripts rum runs in the guest.
+//! `[provision.*]`: the steps rum runs in the guest, each phase one table
+//! (one step) or an array of tables (steps in order).
 
 use super::Checker;
-use crate::config::model::Script;
-use crate::config::raw::RawScript;
+use crate::config::model::{MAX_STEPS, Script, Step};
+use crate::config::names;
+use crate::config::raw::{RawStep, RawSteps};
 use crate::config::span::KeyPath;
 use crate::image::source::resolve_host_path;
+use std::collections::BTreeSet;
 use std::path::Path;
 
-pub(super) fn script(
+/// Names a step may not take: `boot` is `rum retry --from boot`'s, and
+/// `filesystems` is the generated step's.
+const RESERVED: [&str; 2] = ["boot", "filesystems"];
+
+/// Both phases' steps; names are unique across both.
+pub(super) fn steps(
     c: &mut Checker,
-    raw: Option<RawScript>,
-    path: KeyPath,
+    system: Option<RawSteps>,
+    boot: Option<RawSteps>,
     dir: &Path,
-) -> Option<Script> {
-    let raw = raw?;
+) -> (Vec<Step>, Vec<Step>) {
+    let mut seen = BTreeSet::new();
+    let root = KeyPath::root().key("provision");
+    let system = phase(c, system, root.key("system"), "system", dir, &mut seen);
+    let boot = phase(c, boot, root.key("boot"), "boot", dir, &mut seen);
+    (system, boot)
+}
+
+fn phase(
+    c: &mut Checker,
+    raw: Option<RawSteps>,
+    path: KeyPath,
+    phase: &str,
+    dir: &Path,
+    seen: &mut BTreeSet<String>,
+) -> Vec<Step> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    let (raw, array) = raw.into_steps();
+    if raw.len() > MAX_STEPS {
+        c.problem(
+            path,
+            format!("has {} steps; a phase holds at most {MAX_STEPS}", raw.len()),
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, step) in raw.into_iter().enumerate() {
+        let path = if array { path.index(i) } else { path.clone() };
+        let name = name(c, &step, &path, format!("{phase}-{}", i + 1), seen);
+        if let (Some(script), Some(name)) = (script(c, step, &path, dir), name) {
+            out.push(Step { name, script });
+        }
+    }
+    out
+}
+
+fn name(
+    c: &mut Checker,
+    step: &RawStep,
+    path: &KeyPath,
+    default: String,
+    seen: &mut BTreeSet<String>,
+) -> Option<String> {
+    let given = step.name.is_some();
+    let name = step.name.clone().unwrap_or(default);
+    if given {
+        if let Err(why) = names::check_name(&name) {
+            c.problem(path.key("name"), why);
+            return None;
+        }
+        if RESERVED.contains(&name.as_str()) {
+            c.problem(
+                path.key("name"),
+                format!("`{name}` is reserved; choose another step name"),
+            );
+            return None;
+        }
+    }
+    if !seen.insert(name.clone()) {
+        c.problem(
+            path.key("name"),
+            format!("`{name}` names another step too; step names are unique across [provision.system] and [provision.boot]"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn script(c: &mut Checker, raw: RawStep, path: &KeyPath, dir: &Path) -> Option<Script> {
     match (raw.script, raw.file) {
         (Some(_), Some(_)) => {
             c.problem(
