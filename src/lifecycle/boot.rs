@@ -10,6 +10,7 @@ use super::milestones::Milestones;
 use super::plan::{self, Inputs};
 use super::{Instance, RuntimeInfo, guest, runtime};
 use crate::clock::unix_now;
+use crate::config::FirmwareChoice;
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
@@ -205,15 +206,20 @@ impl Boot<'_> {
 
     fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, LifecycleError> {
         let paths = &self.instance.paths;
-        let base_needs = match disk::backing_file(&paths.overlay()).map_err(UpError::from)? {
+        let choice = self.instance.config.advanced.firmware;
+        // Only `auto` looks at the base image.
+        let base = match choice {
+            FirmwareChoice::Auto => disk::backing_file(&paths.overlay()).map_err(UpError::from)?,
+            FirmwareChoice::Bios | FirmwareChoice::Uefi => None,
+        };
+        let base_needs = match base {
             Some(base) => {
                 let info = disk::inspect(&base).map_err(UpError::from)?;
                 Some(disk::boot_needs(&base, info.format).map_err(UpError::from)?)
             }
             None => None,
         };
-        let interface =
-            plan::firmware_interface(self.instance.config.advanced.firmware, base_needs);
+        let interface = plan::firmware_interface(choice, base_needs);
         let config_home = std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
