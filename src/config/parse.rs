@@ -57,11 +57,17 @@ pub fn problem_from_toml(
         } else {
             text
         };
+        // `[provision.system]` beside `[[provision.system]]` reads as a duplicate.
+        let steps = path.to_string().starts_with("provision.");
+        let help = (steps && message.contains("duplicate key")).then(|| {
+            "a phase is one table or an array of tables: write every step as [[provision.…]]"
+                .to_owned()
+        });
         return (
             Problem {
                 path,
                 message: text,
-                help: None,
+                help,
             },
             span,
         );
