@@ -59,6 +59,10 @@ fn the_provisioning_loop() {
     );
     assert!(up.stderr.contains("rum retry"), "{up}");
     assert!(
+        up.stderr.contains("step `system-1` failed (exit code 3)"),
+        "names the failed step: {up}"
+    );
+    assert!(
         up.stdout.contains("system attempt"),
         "script output streams: {up}"
     );

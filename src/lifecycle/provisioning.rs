@@ -87,7 +87,7 @@ pub fn provision(
             if !boot.is_empty() {
                 reporter.phase_finished("Running boot provisioning", None, "skipped");
             }
-            return finish_failed(instance, state, attempt, reporter);
+            return finish_failed(instance, state, attempt, &failed, reporter);
         }
         state.complete(Milestone::SystemProvisioned);
         state.save(&instance.paths.state_file())?;
@@ -100,7 +100,7 @@ pub fn provision(
         if !result.ok {
             let failed = failure(&result);
             state.fail(Milestone::BootProvisioned, &failed);
-            return finish_failed(instance, state, attempt, reporter);
+            return finish_failed(instance, state, attempt, &failed, reporter);
         }
         state.complete(Milestone::BootProvisioned);
     }
@@ -148,7 +148,7 @@ fn failure(result: &rum_agent::protocol::ProvisionResult) -> String {
     result
         .failed
         .as_ref()
-        .map(|f| format!("{} exited with {}", f.name, f.exit))
+        .map(|f| format!("step `{}` failed ({})", f.name, f.exit))
         .unwrap_or_default()
 }
 
@@ -156,6 +156,7 @@ fn finish_failed(
     instance: &Instance,
     state: &mut State,
     attempt: Attempt,
+    failed: &str,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
     let attempt = Attempt {
@@ -164,7 +165,9 @@ fn finish_failed(
     };
     write_attempt(instance, &attempt)?;
     state.save(&instance.paths.state_file())?;
-    reporter.line("Provisioning failed — VM kept running for debugging");
+    reporter.line(&format!(
+        "Provisioning failed: {failed} — VM kept running for debugging"
+    ));
     reporter.note("  Use `rum ssh` to debug, `rum log --failed` for logs.");
     reporter.note("  Edit your script, then run `rum retry` to rollback and re-provision.");
     Ok(Exit::Failure)
