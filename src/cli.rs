@@ -82,12 +82,12 @@ pub enum Command {
     },
     /// Copy a file into or out of the guest; `:path` names a guest path
     Cp { source: String, destination: String },
-    /// Roll back to the snapshot taken before provisioning and provision again
+    /// Roll back to the deepest checkpoint that still matches the steps and provision the rest
     Retry {
-        /// Restore the post-system checkpoint and run only the boot scripts
-        /// (when the system scripts are unchanged)
-        #[arg(long, value_enum)]
-        from: Option<RetryFrom>,
+        /// Start again at this system step (restoring the checkpoint before
+        /// it), or `boot`: restore post-system and run only the boot steps
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
         /// Provisioning is done: delete rum's snapshots
         #[arg(long, conflicts_with = "from")]
         done: bool,
@@ -171,11 +171,4 @@ pub enum SeedCommand {
 pub enum ConfigCommand {
     /// Validate rum.toml and print the resolved config
     Check,
-}
-
-/// Where `rum retry --from` starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RetryFrom {
-    /// The boot scripts, after the post-system checkpoint
-    Boot,
 }

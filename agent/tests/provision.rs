@@ -365,3 +365,42 @@ async fn a_boot_only_run_keeps_the_cached_system_scripts() {
         "drives\nsystem\nboot\nboot\nboot\n"
     );
 }
+
+/// The host runs the system steps one call at a time (a checkpoint after
+/// each): every call caches the whole list, runs only its part, and the
+/// sentinel waits for the last system step.
+#[tokio::test]
+async fn a_run_of_some_steps_caches_all_and_writes_the_sentinel_after_the_last() {
+    let agent = Agent::start();
+    let client = agent.client().await;
+    let scripts = traced(
+        &agent,
+        &[
+            ("one", 100, RunOn::System, ""),
+            ("two", 101, RunOn::System, ""),
+            ("three", 102, RunOn::System, ""),
+        ],
+    );
+    let sentinel = agent.state.join(".system-provisioned");
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        let mut started = Vec::new();
+        let result = client
+            .provision_some(scripts.clone(), Some(i..i + 1), |e| {
+                if let ProvisionEvent::ScriptStarted { index, .. } = e {
+                    started.push(index);
+                }
+            })
+            .await
+            .unwrap();
+        assert!(result.ok, "{result:?}");
+        let ran: Vec<_> = result.scripts.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(ran, [*name], "only the asked-for step runs");
+        assert_eq!(started, [i], "events index the whole list");
+        assert_eq!(sentinel.exists(), i == 2, "after step {name}");
+        let status = client.status().await.unwrap();
+        assert_eq!(status.scripts.len(), 3, "the whole list is cached");
+    }
+    assert_eq!(read(&agent.path("trace")), "one\ntwo\nthree\n");
+    let bad = client.provision_some(scripts, Some(2..4), |_| {}).await;
+    assert!(bad.is_err(), "a range past the list is refused");
+}

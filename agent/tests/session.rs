@@ -245,7 +245,10 @@ async fn survives_100_disconnects_mid_stream() {
                     order: 0,
                     run_on: rum_agent::protocol::RunOn::Boot,
                 }];
-                let req = Request::Provision(rum_agent::protocol::ProvisionRequest { scripts });
+                let req = Request::Provision(rum_agent::protocol::ProvisionRequest {
+                    scripts,
+                    run: None,
+                });
                 conn.send(&raw::request(1, req, &[])).await.unwrap();
                 read_some(&mut conn, rng.below(30)).await;
             }

@@ -50,7 +50,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
         Command::Retry { from, done, reset } => {
             use crate::lifecycle::retry::{RetryMode, retry};
-            let mode = RetryMode::from_flags(from.is_some(), *done, *reset);
+            let mode = RetryMode::from_flags(from.as_deref(), *done, *reset);
             let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
             Ok(retry(&instance, mode, reporter)?)
         }

@@ -41,8 +41,9 @@ pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Resul
                 .running()
                 .ok_or_else(|| SnapshotError::NotRunning(id.clone()))?;
             let step = reporter.step(format!("Saving `{name}`"));
-            if let Err(e) = rt.block_on(snapshots::save(&instance, &mut state, &name, &info, None))
-            {
+            if let Err(e) = rt.block_on(snapshots::save(
+                &instance, &mut state, &name, &info, None, None,
+            )) {
                 step.fail(&e.to_string());
                 return Err(e.into());
             }

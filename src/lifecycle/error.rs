@@ -116,6 +116,10 @@ pub enum SnapshotError {
     Exists(String),
     #[error("`{0}` is not a valid snapshot name; use letters, digits, `.`, `_` or `-`")]
     BadName(String),
+    #[error(
+        "`{0}` is a name of rum's own snapshots (pre-provision, post-system, step-…); choose another"
+    )]
+    Reserved(String),
 }
 
 impl SnapshotError {
@@ -126,6 +130,7 @@ impl SnapshotError {
                 | SnapshotError::Unknown { .. }
                 | SnapshotError::BadName(_)
                 | SnapshotError::Exists(_)
+                | SnapshotError::Reserved(_)
         )
     }
 }
@@ -180,6 +185,8 @@ pub enum LifecycleError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Provision(#[from] provision::ProvisionError),
+    #[error("There is no system step `{name}`; {}", if .known.is_empty() { "rum.toml has none".to_owned() } else { format!("there are: {}, or `boot` for the boot steps", .known.join(", ")) })]
+    UnknownStep { name: String, known: Vec<String> },
     #[error("Cannot write {}", .path.display())]
     Write {
         path: PathBuf,
@@ -198,7 +205,7 @@ impl LifecycleError {
     /// The user's command line, config or environment is wrong: exit 2.
     pub fn is_usage(&self) -> bool {
         match self {
-            LifecycleError::Config(_) => true,
+            LifecycleError::Config(_) | LifecycleError::UnknownStep { .. } => true,
             LifecycleError::Instance(e) => e.is_usage(),
             LifecycleError::Seed(e) => e.is_usage(),
             LifecycleError::Image(e) => e.is_usage(),

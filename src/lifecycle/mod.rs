@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod checkpoints;
 pub mod error;
 mod guest;
 mod milestones;

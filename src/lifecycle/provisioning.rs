@@ -1,7 +1,9 @@
 //! The provisioning loop shared by `rum up` and `rum retry`: the
-//! pre-provision snapshot, the system phase, the post-system checkpoint,
-//! the boot phase, and what the user sees when a script fails.
+//! pre-provision snapshot, the system steps each with its checkpoint (the
+//! last one is `post-system`), the boot steps, and what the user sees when
+//! a step fails.
 
+use super::checkpoints;
 use super::error::LifecycleError;
 use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
@@ -9,19 +11,10 @@ use super::{Instance, RuntimeInfo};
 use crate::exit::Exit;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
-use crate::provision::scripts::{scripts, system_hash};
+use crate::provision::scripts::system_hash;
 use crate::state::{Milestone, State};
 use rum_agent::Client;
 use rum_agent::protocol::{RunOn, Script};
-
-/// Which scripts a run covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phases {
-    /// System then boot scripts (after a restore of `pre-provision`).
-    All,
-    /// Boot scripts only (after a restore of `post-system`).
-    BootOnly,
-}
 
 /// Takes `pre-provision` if there is none yet: once per VM, before any script.
 pub fn ensure_pre_provision(
@@ -37,23 +30,34 @@ pub fn ensure_pre_provision(
     Milestones::new(state, &instance.paths, reporter).run(
         Milestone::SnapshotTaken,
         "Taking the pre-provision snapshot",
-        |_, state| rt.block_on(snapshots::save(instance, state, PRE_PROVISION, info, None)),
+        |_, state| {
+            rt.block_on(snapshots::save(
+                instance,
+                state,
+                PRE_PROVISION,
+                info,
+                None,
+                None,
+            ))
+        },
     )
 }
 
-/// Runs the scripts of `phases`, with live output; keeps a `post-system`
-/// checkpoint after a system phase that succeeded. Returns Success, or
+/// Runs the system steps from `first` on (those before it were restored
+/// from their checkpoint and are shown as cached), each followed by its
+/// checkpoint, then the boot steps, with live output. Returns Success, or
 /// Failure after telling the user how to go on (the VM keeps running).
+#[allow(clippy::too_many_arguments)]
 pub fn provision(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
     client: &Client,
-    phases: Phases,
+    all: &[Script],
+    first: usize,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
-    let all = scripts(&instance.config)?;
     let (system, boot): (Vec<Script>, Vec<Script>) =
         all.iter().cloned().partition(|s| s.run_on == RunOn::System);
     state.provision_attempts += 1;
@@ -68,34 +72,42 @@ pub fn provision(
     }
     let mut attempt = Attempt {
         number,
-        started: 0,
+        started: crate::clock::unix_now(),
         ok: true,
         scripts: Vec::new(),
     };
-
     let dir = instance.paths.attempt_dir(number);
-    let run_phase = |scripts| rt.block_on(run::run(client, scripts, number, &dir, reporter));
+    let run = |scripts: &[Script], range| {
+        rt.block_on(run::run(client, scripts, range, number, &dir, reporter))
+    };
 
-    if phases == Phases::All && !system.is_empty() {
+    // A phase of one step is shown as the phase; it needs no cached line.
+    if system.len() > 1 {
+        for i in 0..first.min(system.len()) {
+            reporter.phase_finished(&run::title(&system, i), Some(true), "cached");
+        }
+    }
+    if first < system.len() {
         state.start(Milestone::SystemProvisioned);
-        let (result, logged) = run_phase(system)?;
-        attempt.started = logged.started;
-        attempt.scripts.extend(logged.scripts);
-        if !result.ok {
-            let failed = failure(&result);
-            state.fail(Milestone::SystemProvisioned, &failed);
-            if !boot.is_empty() {
-                reporter.phase_finished("Running boot provisioning", None, "skipped");
+        for i in first..system.len() {
+            let (result, logged) = run(&system, i..i + 1)?;
+            attempt.scripts.extend(logged.scripts);
+            if !result.ok {
+                let failed = failure(&result);
+                state.fail(Milestone::SystemProvisioned, &failed);
+                if !boot.is_empty() {
+                    reporter.phase_finished("Running boot provisioning", None, "skipped");
+                }
+                return finish_failed(instance, state, attempt, &failed, reporter);
             }
-            return finish_failed(instance, state, attempt, &failed, reporter);
+            keep_checkpoint(instance, state, info, &system, i, rt, reporter);
         }
         state.complete(Milestone::SystemProvisioned);
         state.save(&instance.paths.state_file())?;
-        keep_post_system(instance, state, info, &all, rt, reporter);
     }
     if !boot.is_empty() {
         state.start(Milestone::BootProvisioned);
-        let (result, logged) = run_phase(boot)?;
+        let (result, logged) = run(&boot, 0..boot.len())?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
             let failed = failure(&result);
@@ -110,35 +122,43 @@ pub fn provision(
     Ok(Exit::Success)
 }
 
-/// A checkpoint after the system phase, keyed by the system scripts' hash,
-/// so `rum retry --from boot` can skip a system phase that has not changed.
-fn keep_post_system(
+/// The checkpoint after system step `index`, keyed by everything run since
+/// `pre-provision` (`post-system` after the last step, also keyed by the
+/// system scripts' hash for `--from boot`). One that matches already stays.
+/// A failed save is a warning: a retry then restores an earlier one.
+fn keep_checkpoint(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
-    all: &[Script],
+    system: &[Script],
+    index: usize,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) {
-    let hash = system_hash(all);
-    let current = state
-        .snapshots
-        .get(POST_SYSTEM)
-        .and_then(|r| r.system_scripts.as_deref());
-    if current == Some(hash.as_str()) {
+    let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
+        return;
+    };
+    let key = checkpoints::chain(&pre, system).swap_remove(index);
+    let tag = checkpoints::tag(system, index);
+    if state.snapshots.get(&tag).and_then(|r| r.key.as_deref()) == Some(key.as_str()) {
         return;
     }
-    let step = reporter.step("Keeping a post-system checkpoint");
-    let saved = rt.block_on(snapshots::save(
+    let last = tag == POST_SYSTEM;
+    let step = reporter.step(if last {
+        "Keeping a post-system checkpoint".to_owned()
+    } else {
+        format!("Keeping a checkpoint after `{}`", system[index].name)
+    });
+    let hash = last.then(|| system_hash(system));
+    match rt.block_on(snapshots::save(
         instance,
         state,
-        POST_SYSTEM,
+        &tag,
         info,
-        Some(hash),
-    ));
-    match saved {
+        hash,
+        Some(key),
+    )) {
         Ok(()) => step.done(),
-        // Only `--from boot` needs it; a full retry still works.
         Err(e) => step.fail(&e.to_string()),
     }
 }

@@ -2,24 +2,28 @@
 //! running VM, into a fresh paused QEMU on a stopped one), set the guest
 //! clock, re-read rum.toml and the scripts, and provision again.
 
+use super::checkpoints;
 use super::error::LifecycleError;
 use super::error::SnapshotError;
-use super::provisioning::{self, Phases};
+use super::provisioning;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, runtime};
 use crate::exit::Exit;
 use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
-use crate::state::{Milestone, State};
+use crate::state::{Milestone, SnapshotRecord, State};
+use rum_agent::protocol::{RunOn, Script};
 
 /// What `rum retry` is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryMode {
-    /// Restore `pre-provision` and run every script.
+    /// Restore the deepest checkpoint that still matches and run the rest.
     Full,
-    /// Restore `post-system` and run only the boot scripts (`--from boot`).
+    /// Restore `post-system` and run only the boot steps (`--from boot`).
     FromBoot,
+    /// Start again at this system step (`--from NAME`).
+    FromStep(String),
     /// Provisioning is done: delete rum's snapshots (`--done`).
     Done,
     /// Start over from the base image with a rebuilt seed: a reboot (`--reset`).
@@ -28,9 +32,10 @@ pub enum RetryMode {
 
 impl RetryMode {
     /// From the command line's flags, which clap keeps exclusive.
-    pub fn from_flags(from_boot: bool, done: bool, reset: bool) -> Self {
-        match (from_boot, done, reset) {
-            (true, _, _) => RetryMode::FromBoot,
+    pub fn from_flags(from: Option<&str>, done: bool, reset: bool) -> Self {
+        match (from, done, reset) {
+            (Some("boot"), _, _) => RetryMode::FromBoot,
+            (Some(step), _, _) => RetryMode::FromStep(step.to_owned()),
             (_, true, _) => RetryMode::Done,
             (_, _, true) => RetryMode::Reset,
             _ => RetryMode::Full,
@@ -56,21 +61,37 @@ pub fn retry(
     if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);
     }
-    if !state.snapshots.contains_key(PRE_PROVISION) {
+    let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
-    }
-    let (tag, phases) = if mode == RetryMode::FromBoot {
-        choose_from_boot(instance, &state, reporter)?
-    } else {
-        (PRE_PROVISION, Phases::All)
+    };
+    // Read before anything is restored: a missing file leaves the VM as it is.
+    let all = scripts(&instance.config)?;
+    let system: Vec<Script> = all
+        .iter()
+        .filter(|s| s.run_on == RunOn::System)
+        .cloned()
+        .collect();
+    let (tag, first) = match &mode {
+        RetryMode::FromBoot => from_boot(&state, &system, reporter),
+        RetryMode::FromStep(name) => {
+            let Some(at) = system.iter().position(|s| &s.name == name) else {
+                return Err(LifecycleError::UnknownStep {
+                    name: name.clone(),
+                    known: system.iter().map(|s| s.name.clone()).collect(),
+                });
+            };
+            resume(&state, &pre, &system, at, reporter)
+        }
+        _ => resume(&state, &pre, &system, system.len(), reporter),
     };
     reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
 
     let rt = runtime();
-    let (client, info) = snapshots::restore(instance, &mut state, tag, &rt, reporter)?;
-    reset_provisioning(&mut state, phases);
-    let status =
-        provisioning::provision(instance, &mut state, &info, &client, phases, &rt, reporter)?;
+    let (client, info) = snapshots::restore(instance, &mut state, &tag, &rt, reporter)?;
+    reset_provisioning(&mut state, first < system.len());
+    let status = provisioning::provision(
+        instance, &mut state, &info, &client, &all, first, &rt, reporter,
+    )?;
     let ok = status == Exit::Success;
     reporter.result(
         if ok { "Provisioned after the rollback" } else { "Provisioning failed after the rollback" },
@@ -79,33 +100,55 @@ pub fn retry(
     Ok(status)
 }
 
+/// The checkpoint to restore for a run that should start at system step
+/// `at` (`system.len()`: after every system step), and the first step that
+/// then runs: the deepest checkpoint before `at` that matches the scripts
+/// on disk now, else `pre-provision`.
+fn resume(
+    state: &State,
+    pre: &SnapshotRecord,
+    system: &[Script],
+    at: usize,
+    reporter: &Reporter,
+) -> (String, usize) {
+    let keys = checkpoints::chain(pre, system);
+    let (tag, first) = match checkpoints::deepest(state, system, &keys, at) {
+        Some(i) => (checkpoints::tag(system, i), i + 1),
+        None => (PRE_PROVISION.to_owned(), 0),
+    };
+    if first < at {
+        reporter.note(&format!(
+            "No checkpoint right before `{}` matches the steps on disk; starting at `{}`",
+            system[at.min(system.len() - 1)].name,
+            system[first].name
+        ));
+    }
+    (tag, first)
+}
+
 /// `--from boot` needs a `post-system` checkpoint taken after the same
 /// system scripts as now; otherwise it says why and does a full retry.
-fn choose_from_boot(
-    instance: &Instance,
-    state: &State,
-    reporter: &Reporter,
-) -> Result<(&'static str, Phases), LifecycleError> {
-    let now = system_hash(&scripts(&instance.config)?);
+fn from_boot(state: &State, system: &[Script], reporter: &Reporter) -> (String, usize) {
+    let now = system_hash(system);
     match state.snapshots.get(POST_SYSTEM) {
         Some(record) if record.system_scripts.as_deref() == Some(now.as_str()) => {
-            Ok((POST_SYSTEM, Phases::BootOnly))
+            (POST_SYSTEM.to_owned(), system.len())
         }
         Some(_) => {
             reporter.warn(
                 "The system scripts changed since the post-system checkpoint; doing a full retry",
             );
-            Ok((PRE_PROVISION, Phases::All))
+            (PRE_PROVISION.to_owned(), 0)
         }
         None => {
             reporter.warn("There is no post-system checkpoint yet (no system phase has succeeded); doing a full retry");
-            Ok((PRE_PROVISION, Phases::All))
+            (PRE_PROVISION.to_owned(), 0)
         }
     }
 }
 
-fn reset_provisioning(state: &mut State, phases: Phases) {
-    if phases == Phases::All {
+fn reset_provisioning(state: &mut State, system_runs: bool) {
+    if system_runs {
         state.reset(Milestone::SystemProvisioned);
     }
     state.reset(Milestone::BootProvisioned);

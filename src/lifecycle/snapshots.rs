@@ -34,6 +34,7 @@ pub async fn save(
     tag: &str,
     info: &RuntimeInfo,
     system_scripts: Option<String>,
+    key: Option<String>,
 ) -> Result<(), LifecycleError> {
     let need = info.devices.memory_mb << 20;
     let nodes = &info.snapshot_nodes;
@@ -72,8 +73,9 @@ pub async fn save(
             created: unix_now(),
             qemu_version: info.qemu_version.clone(),
             devices: info.devices.clone(),
-            rum_owned: matches!(tag, PRE_PROVISION | POST_SYSTEM),
+            rum_owned: is_rums(tag),
             system_scripts,
+            key,
         },
     );
     state.save(&instance.paths.state_file())?;
@@ -248,7 +250,15 @@ pub fn new_name(name: Option<&str>, known: &[String]) -> Result<String, Snapshot
     if known.contains(&name) {
         return Err(SnapshotError::Exists(name));
     }
+    if is_rums(&name) {
+        return Err(SnapshotError::Reserved(name));
+    }
     Ok(name)
+}
+
+/// rum's own snapshots: `pre-provision`, the step checkpoints, `post-system`.
+pub fn is_rums(tag: &str) -> bool {
+    matches!(tag, PRE_PROVISION | POST_SYSTEM) || tag.starts_with(super::checkpoints::STEP_PREFIX)
 }
 
 /// `name` must be among the snapshots on disk (`known`).

@@ -4,7 +4,7 @@
 
 use super::boot::{self, Booted};
 use super::error::LifecycleError;
-use super::provisioning::{self, Phases};
+use super::provisioning;
 use super::{Instance, runtime};
 use crate::exit::Exit;
 use crate::guard::Guard;
@@ -75,12 +75,14 @@ fn after_boot(
         reporter.line("Ready");
         return Ok(Exit::Success);
     }
+    let all = crate::provision::scripts::scripts(&instance.config)?;
     provisioning::provision(
         instance,
         state,
         &booted.info,
         &booted.client,
-        Phases::All,
+        &all,
+        0,
         rt,
         reporter,
     )

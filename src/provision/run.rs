@@ -7,6 +7,7 @@ use rum_agent::protocol::{OutputStream, ProvisionResult, RunOn, Script, ScriptSt
 use rum_agent::{Client, ProvisionEvent};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// What one attempt did, as kept in `result.json` beside its logs (written
@@ -31,11 +32,13 @@ pub struct ScriptResult {
     pub log: PathBuf,
 }
 
-/// Runs `scripts` through `client`, streaming and logging; `Ok` carries the
-/// agent's result also when a script failed.
+/// Runs `scripts[run]` through `client` (the ones before ran on an earlier
+/// call), streaming and logging; `Ok` carries the agent's result also when
+/// a script failed.
 pub async fn run(
     client: &Client,
-    scripts: Vec<Script>,
+    scripts: &[Script],
+    run: Range<usize>,
     number: u32,
     dir: &Path,
     reporter: &Reporter,
@@ -47,16 +50,19 @@ pub async fn run(
     let log_path = |s: &Script| dir.join(format!("{:03}-{}.log", s.order.clamp(0, 999), s.name));
     let mut files: Vec<Option<std::fs::File>> = scripts
         .iter()
-        .map(|s| std::fs::File::create(log_path(s)).ok())
+        .enumerate()
+        .map(|(i, s)| {
+            run.contains(&i)
+                .then(|| std::fs::File::create(log_path(s)).ok())
+                .flatten()
+        })
         .collect();
-    let mut phases = Phases::new(&scripts, reporter);
+    let mut lines = Lines::new(scripts, reporter);
     let started = crate::clock::unix_now();
-    let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
-    let listing = scripts.clone();
 
     let result = client
-        .provision(scripts, |event| match event {
-            ProvisionEvent::ScriptStarted { index, .. } => phases.started(index),
+        .provision_some(scripts.to_vec(), Some(run), |event| match event {
+            ProvisionEvent::ScriptStarted { index, .. } => lines.started(index),
             ProvisionEvent::Output {
                 index,
                 stream,
@@ -65,12 +71,12 @@ pub async fn run(
                 if let Some(Some(file)) = files.get_mut(index) {
                     let _ = file.write_all(&data);
                 }
-                phases.output(&names[index], stream, &data);
+                lines.output(&scripts[index].name, stream, &data);
             }
-            ProvisionEvent::ScriptFinished { index, state, .. } => phases.finished(index, &state),
+            ProvisionEvent::ScriptFinished { index, state, .. } => lines.finished(index, &state),
         })
         .await?;
-    phases.close(&result);
+    lines.close(&result);
 
     let attempt = Attempt {
         number,
@@ -80,7 +86,7 @@ pub async fn run(
             .scripts
             .iter()
             .map(|outcome| {
-                let script = listing
+                let script = scripts
                     .iter()
                     .find(|s| s.name == outcome.name)
                     .expect("a script we sent");
@@ -110,34 +116,46 @@ fn phase_name(run_on: RunOn) -> &'static str {
     }
 }
 
-fn phase_title(run_on: RunOn) -> String {
-    format!("Running {} provisioning", phase_name(run_on))
+/// The line a script runs under: its phase's when the phase is that one
+/// script, else its own name (each step of several is shown by itself).
+pub fn title(scripts: &[Script], index: usize) -> String {
+    let script = &scripts[index];
+    let alone = scripts.iter().filter(|s| s.run_on == script.run_on).count() == 1;
+    if alone {
+        format!("Running {} provisioning", phase_name(script.run_on))
+    } else {
+        script.name.clone()
+    }
 }
 
-/// The phase lines: each phase's start, its scripts' output, its outcome.
-struct Phases<'r> {
+/// The step lines: each one's start, its scripts' output, its outcome.
+struct Lines<'r> {
     reporter: &'r Reporter,
-    run_on: Vec<RunOn>,
-    current: Option<RunOn>,
-    failed: Option<(RunOn, Option<i32>)>,
+    titles: Vec<String>,
+    names: Vec<String>,
+    current: Option<usize>,
+    failed: Option<(usize, Option<i32>)>,
 }
 
-impl<'r> Phases<'r> {
+impl<'r> Lines<'r> {
     fn new(scripts: &[Script], reporter: &'r Reporter) -> Self {
         Self {
             reporter,
-            run_on: scripts.iter().map(|s| s.run_on).collect(),
+            titles: (0..scripts.len()).map(|i| title(scripts, i)).collect(),
+            names: scripts.iter().map(|s| s.name.clone()).collect(),
             current: None,
             failed: None,
         }
     }
 
     fn started(&mut self, index: usize) {
-        let phase = self.run_on[index];
-        if self.current != Some(phase) {
-            self.current = Some(phase);
-            self.reporter.phase_started(&phase_title(phase));
+        let same = self
+            .current
+            .is_some_and(|c| self.titles[c] == self.titles[index]);
+        if !same {
+            self.reporter.phase_started(&self.titles[index]);
         }
+        self.current = Some(index);
     }
 
     fn output(&self, script: &str, stream: OutputStream, data: &[u8]) {
@@ -150,33 +168,37 @@ impl<'r> Phases<'r> {
 
     fn finished(&mut self, index: usize, state: &ScriptState) {
         if let ScriptState::Failed { exit } = state {
-            self.failed = Some((self.run_on[index], exit.code));
+            self.failed = Some((index, exit.code));
         }
     }
 
-    /// Prints every phase's outcome, in order, once the run is over.
+    /// Prints every line's outcome, in order, once the run is over.
     fn close(&self, result: &ProvisionResult) {
-        let mut seen = Vec::new();
+        let index_of = |name: &str| self.names.iter().position(|n| n == name);
+        let mut seen: Vec<&str> = Vec::new();
         for outcome in &result.scripts {
-            if !seen.contains(&outcome.run_on) {
-                seen.push(outcome.run_on);
+            let Some(i) = index_of(&outcome.name) else {
+                continue;
+            };
+            if !seen.contains(&self.titles[i].as_str()) {
+                seen.push(&self.titles[i]);
             }
         }
-        for phase in seen {
-            let title = phase_title(phase);
+        for title in seen {
+            let of_title = |name: &str| index_of(name).is_some_and(|i| self.titles[i] == title);
             let ran = result.scripts.iter().any(|o| {
-                o.run_on == phase
+                of_title(&o.name)
                     && matches!(o.state, ScriptState::Succeeded | ScriptState::Failed { .. })
             });
             match self.failed {
-                Some((failed, code)) if failed == phase => {
+                Some((failed, code)) if self.titles[failed] == title => {
                     let detail = code
                         .map(|c| format!("exit code {c}"))
                         .unwrap_or_else(|| "killed".into());
-                    self.reporter.phase_finished(&title, Some(false), &detail);
+                    self.reporter.phase_finished(title, Some(false), &detail);
                 }
-                _ if !ran => self.reporter.phase_finished(&title, None, "skipped"),
-                _ => self.reporter.phase_finished(&title, Some(true), ""),
+                _ if !ran => self.reporter.phase_finished(title, None, "skipped"),
+                _ => self.reporter.phase_finished(title, Some(true), ""),
             }
         }
     }

@@ -17,6 +17,10 @@ pub struct SnapshotRecord {
     /// For `post-system`: the hash of the system scripts that had run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_scripts: Option<String>,
+    /// For a checkpoint after a system step: the key of everything run
+    /// since `pre-provision` (`lifecycle::checkpoints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,7 @@ mod tests {
             devices: set(),
             rum_owned: true,
             system_scripts: None,
+            key: None,
         };
         assert!(record.check_loadable("pre-provision", &set()).is_ok());
         let err = record.check_loadable("pre-provision", &now).unwrap_err();

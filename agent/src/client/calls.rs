@@ -305,10 +305,22 @@ impl Client {
     pub async fn provision(
         &self,
         scripts: Vec<Script>,
+        on_event: impl FnMut(ProvisionEvent),
+    ) -> Result<ProvisionResult> {
+        self.provision_some(scripts, None, on_event).await
+    }
+
+    /// Sends every script but runs only those at `run` (in run order); the
+    /// ones before are taken to have run already. Events carry indices into
+    /// the whole list.
+    pub async fn provision_some(
+        &self,
+        scripts: Vec<Script>,
+        run: Option<std::ops::Range<usize>>,
         mut on_event: impl FnMut(ProvisionEvent),
     ) -> Result<ProvisionResult> {
         let mut call = self
-            .start(Request::Provision(ProvisionRequest { scripts }), &[])
+            .start(Request::Provision(ProvisionRequest { scripts, run }), &[])
             .await?;
         loop {
             let Incoming { event, body } = call.recv().await?;

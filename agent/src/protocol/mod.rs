@@ -330,7 +330,13 @@ pub struct Script {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionRequest {
+    /// Every script of the run's phases, in run order: the agent caches them all.
     pub scripts: Vec<Script>,
+    /// Which of them to run now (indices into `scripts` once sorted); the
+    /// ones before ran on an earlier call whose checkpoint the VM was restored
+    /// to. All when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<std::ops::Range<usize>>,
 }
 
 /// What became of one script in a provisioning run.

@@ -47,7 +47,14 @@ pub async fn host_run(ctx: &mut Ctx, req: ProvisionRequest) -> Event {
     if let Err(e) = ctx.agent.store.cache(&scripts) {
         return error(ErrorKind::Failed, format!("cannot cache the scripts: {e}"));
     }
-    let result = run_list(&ctx.agent, Some(ctx), &scripts, Trigger::Host).await;
+    let run = req.run.unwrap_or(0..scripts.len());
+    if run.start > run.end || run.end > scripts.len() {
+        return error(
+            ErrorKind::Failed,
+            format!("cannot run scripts {run:?} of {}", scripts.len()),
+        );
+    }
+    let result = run_list(&ctx.agent, Some(ctx), &scripts, run, Trigger::Host).await;
     Event::Provisioned(result)
 }
 
@@ -76,7 +83,8 @@ pub async fn boot_run(agent: &Agent) {
         }
     };
     log!("running {} cached boot scripts", scripts.len());
-    let result = run_list(agent, None, &scripts, Trigger::Boot).await;
+    let all = 0..scripts.len();
+    let result = run_list(agent, None, &scripts, all, Trigger::Boot).await;
     match &result.failed {
         None => log!("boot scripts succeeded (log {})", result.log),
         Some(f) => log!(
@@ -88,12 +96,14 @@ pub async fn boot_run(agent: &Agent) {
     }
 }
 
-/// Runs `scripts` in order, stopping at the first failure; writes the
-/// sentinel once every system script succeeded; records the run.
+/// Runs `scripts[run]` in order, stopping at the first failure; writes the
+/// sentinel once every system script succeeded (those before `run` did on
+/// earlier calls); records the run.
 async fn run_list(
     agent: &Agent,
     ctx: Option<&Ctx>,
     scripts: &[Script],
+    run: std::ops::Range<usize>,
     trigger: Trigger,
 ) -> ProvisionResult {
     let store = &agent.store;
@@ -107,12 +117,18 @@ async fn run_list(
     let out = ctx.map(|c| c.out.clone());
     let sentinel_present = store.system_provisioned();
     let total_system = scripts.iter().filter(|s| s.run_on == RunOn::System).count();
-    let mut system_ok = 0;
+    let mut system_ok = scripts[..run.start]
+        .iter()
+        .filter(|s| s.run_on == RunOn::System)
+        .count();
     let mut sentinel_written = sentinel_present;
     let mut failed: Option<FailedScript> = None;
     let mut outcomes = Vec::new();
 
     for (index, script) in scripts.iter().enumerate() {
+        if !run.contains(&index) {
+            continue;
+        }
         let state_of = if failed.is_some() {
             ScriptState::NotRun
         } else if script.run_on == RunOn::System && sentinel_present {

@@ -1,0 +1,159 @@
+//! The checkpoint cache: after each system step rum keeps a live snapshot
+//! whose key chains everything the guest has run since `pre-provision` (the
+//! previous key, the step's name, its script text). A retry restores the
+//! deepest checkpoint whose key still matches the scripts on disk and runs
+//! the steps after it. The last system step's checkpoint is `post-system`.
+
+use super::snapshots::{POST_SYSTEM, PRE_PROVISION};
+use crate::state::{SnapshotRecord, State};
+use rum_agent::protocol::Script;
+use sha2::{Digest, Sha256};
+
+/// Tags of the checkpoints after every system step but the last.
+pub const STEP_PREFIX: &str = "step-";
+
+/// The checkpoint tag after system step `index` of `system`.
+pub fn tag(system: &[Script], index: usize) -> String {
+    if index + 1 == system.len() {
+        POST_SYSTEM.to_owned()
+    } else {
+        format!("{STEP_PREFIX}{}", system[index].name)
+    }
+}
+
+/// The key of the state after each system step, starting from the
+/// `pre-provision` snapshot `pre`.
+pub fn chain(pre: &SnapshotRecord, system: &[Script]) -> Vec<String> {
+    let mut key = digest(&[
+        PRE_PROVISION.as_bytes(),
+        pre.created.to_string().as_bytes(),
+        pre.qemu_version.as_bytes(),
+    ]);
+    system
+        .iter()
+        .map(|step| {
+            key = digest(&[
+                key.as_bytes(),
+                step.name.as_bytes(),
+                step.content.as_bytes(),
+            ]);
+            key.clone()
+        })
+        .collect()
+}
+
+/// The deepest system step before `before` whose checkpoint matches `keys`.
+pub fn deepest(state: &State, system: &[Script], keys: &[String], before: usize) -> Option<usize> {
+    (0..before.min(system.len())).rev().find(|&i| {
+        state
+            .snapshots
+            .get(&tag(system, i))
+            .and_then(|r| r.key.as_deref())
+            == Some(keys[i].as_str())
+    })
+}
+
+fn digest(fields: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for field in fields {
+        hash.update((field.len() as u64).to_le_bytes());
+        hash.update(field);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::DeviceSet;
+    use crate::vm::spec::{Accel, FirmwareKind, Transport};
+    use rum_agent::protocol::RunOn;
+
+    fn step(name: &str, content: &str) -> Script {
+        Script {
+            name: name.into(),
+            content: content.into(),
+            order: 100,
+            run_on: RunOn::System,
+        }
+    }
+
+    fn record(created: u64, key: Option<String>) -> SnapshotRecord {
+        SnapshotRecord {
+            created,
+            qemu_version: "10.0.2".into(),
+            devices: DeviceSet {
+                machine: "pc-q35-10.0".into(),
+                accel: Accel::Tcg,
+                cpus: 2,
+                memory_mb: 1024,
+                firmware: FirmwareKind::Bios,
+                drives: vec![],
+                mounts: vec![],
+                agent: Transport::Serial,
+            },
+            rum_owned: true,
+            system_scripts: None,
+            key,
+        }
+    }
+
+    #[test]
+    fn a_key_covers_every_step_before_it() {
+        let pre = record(1, None);
+        let a = [
+            step("packages", "apt"),
+            step("app", "make"),
+            step("test", "t"),
+        ];
+        let keys = chain(&pre, &a);
+        // The last step changed: the first two keys hold.
+        let b = [
+            step("packages", "apt"),
+            step("app", "make"),
+            step("test", "t2"),
+        ];
+        let changed = chain(&pre, &b);
+        assert_eq!(keys[..2], changed[..2]);
+        assert_ne!(keys[2], changed[2]);
+        // An earlier edit changes every later key, as does a reorder.
+        let c = [
+            step("packages", "apt2"),
+            step("app", "make"),
+            step("test", "t"),
+        ];
+        assert!(chain(&pre, &c).iter().zip(&keys).all(|(x, y)| x != y));
+        let d = [
+            step("app", "make"),
+            step("packages", "apt"),
+            step("test", "t"),
+        ];
+        assert!(chain(&pre, &d).iter().zip(&keys).all(|(x, y)| x != y));
+        // Another pre-provision snapshot starts another chain.
+        assert_ne!(chain(&record(2, None), &a), keys);
+        assert_eq!(tag(&a, 0), "step-packages");
+        assert_eq!(tag(&a, 2), POST_SYSTEM);
+    }
+
+    #[test]
+    fn the_deepest_matching_checkpoint_wins() {
+        let pre = record(1, None);
+        let steps = [step("one", "1"), step("two", "2"), step("three", "3")];
+        let keys = chain(&pre, &steps);
+        let mut state = State::default();
+        assert_eq!(deepest(&state, &steps, &keys, 3), None);
+        state
+            .snapshots
+            .insert("step-one".into(), record(5, Some(keys[0].clone())));
+        state
+            .snapshots
+            .insert("step-two".into(), record(6, Some(keys[1].clone())));
+        assert_eq!(deepest(&state, &steps, &keys, 3), Some(1));
+        assert_eq!(deepest(&state, &steps, &keys, 1), Some(0), "--from two");
+        assert_eq!(deepest(&state, &steps, &keys, 0), None, "--from one");
+        state
+            .snapshots
+            .insert("step-two".into(), record(6, Some("stale".into())));
+        assert_eq!(deepest(&state, &steps, &keys, 3), Some(0));
+    }
+}
