@@ -42,15 +42,22 @@ pub fn chain(pre: &SnapshotRecord, system: &[Script]) -> Vec<String> {
         .collect()
 }
 
-/// The deepest system step before `before` whose checkpoint matches `keys`.
-pub fn deepest(state: &State, system: &[Script], keys: &[String], before: usize) -> Option<usize> {
-    (0..before.min(system.len())).rev().find(|&i| {
-        state
-            .snapshots
-            .get(&tag(system, i))
-            .and_then(|r| r.key.as_deref())
-            == Some(keys[i].as_str())
-    })
+/// The deepest system step before `before` that has a checkpoint matching
+/// `keys`, with that checkpoint's tag. Found by key, not by tag: a step that
+/// was last and is no longer keeps its `post-system` checkpoint.
+pub fn deepest(state: &State, keys: &[String], before: usize) -> Option<(usize, String)> {
+    (0..before.min(keys.len()))
+        .rev()
+        .find_map(|i| find(state, &keys[i]).map(|tag| (i, tag)))
+}
+
+/// The tag of a checkpoint recorded with `key`.
+pub fn find(state: &State, key: &str) -> Option<String> {
+    state
+        .snapshots
+        .iter()
+        .find(|(_, r)| r.key.as_deref() == Some(key))
+        .map(|(tag, _)| tag.clone())
 }
 
 fn digest(fields: &[&[u8]]) -> String {
@@ -141,19 +148,37 @@ mod tests {
         let steps = [step("one", "1"), step("two", "2"), step("three", "3")];
         let keys = chain(&pre, &steps);
         let mut state = State::default();
-        assert_eq!(deepest(&state, &steps, &keys, 3), None);
-        state
-            .snapshots
-            .insert("step-one".into(), record(5, Some(keys[0].clone())));
-        state
-            .snapshots
-            .insert("step-two".into(), record(6, Some(keys[1].clone())));
-        assert_eq!(deepest(&state, &steps, &keys, 3), Some(1));
-        assert_eq!(deepest(&state, &steps, &keys, 1), Some(0), "--from two");
-        assert_eq!(deepest(&state, &steps, &keys, 0), None, "--from one");
+        assert_eq!(deepest(&state, &keys, 3), None);
+        let mut keep = |tag: &str, key: &str| {
+            state
+                .snapshots
+                .insert(tag.into(), record(5, Some(key.to_owned())));
+        };
+        keep("step-one", &keys[0]);
+        keep("step-two", &keys[1]);
+        let found = |state: &State, keys: &[String], before| deepest(state, keys, before);
+        assert_eq!(found(&state, &keys, 3), Some((1, "step-two".into())));
+        assert_eq!(
+            found(&state, &keys, 1),
+            Some((0, "step-one".into())),
+            "--from two"
+        );
+        assert_eq!(found(&state, &keys, 0), None, "--from one");
         state
             .snapshots
             .insert("step-two".into(), record(6, Some("stale".into())));
-        assert_eq!(deepest(&state, &steps, &keys, 3), Some(0));
+        assert_eq!(found(&state, &keys, 3), Some((0, "step-one".into())));
+        // A fourth step added: the third's checkpoint is still `post-system`.
+        let four = [
+            step("one", "1"),
+            step("two", "2"),
+            step("three", "3"),
+            step("four", "4"),
+        ];
+        let longer = chain(&pre, &four);
+        state
+            .snapshots
+            .insert(POST_SYSTEM.into(), record(7, Some(keys[2].clone())));
+        assert_eq!(found(&state, &longer, 4), Some((2, POST_SYSTEM.into())));
     }
 }

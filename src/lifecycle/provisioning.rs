@@ -139,10 +139,10 @@ fn keep_checkpoint(
         return;
     };
     let key = checkpoints::chain(&pre, system).swap_remove(index);
-    let tag = checkpoints::tag(system, index);
-    if state.snapshots.get(&tag).and_then(|r| r.key.as_deref()) == Some(key.as_str()) {
+    if checkpoints::find(state, &key).is_some() {
         return;
     }
+    let tag = checkpoints::tag(system, index);
     let last = tag == POST_SYSTEM;
     let step = reporter.step(if last {
         "Keeping a post-system checkpoint".to_owned()

@@ -112,8 +112,8 @@ fn resume(
     reporter: &Reporter,
 ) -> (String, usize) {
     let keys = checkpoints::chain(pre, system);
-    let (tag, first) = match checkpoints::deepest(state, system, &keys, at) {
-        Some(i) => (checkpoints::tag(system, i), i + 1),
+    let (tag, first) = match checkpoints::deepest(state, &keys, at) {
+        Some((i, tag)) => (tag, i + 1),
         None => (PRE_PROVISION.to_owned(), 0),
     };
     if first < at {
