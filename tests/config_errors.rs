@@ -336,6 +336,24 @@ const CASES: &[(&str, &str, &str, Option<usize>)] = &[
         Some(7),
     ),
     (
+        "too many retries",
+        "[[provision.system]]\nscript = \"true\"\nretries = 9\n",
+        "provision.system[0].retries",
+        Some(5),
+    ),
+    (
+        "checkpoint on a boot step",
+        "[[provision.boot]]\nscript = \"true\"\ncheckpoint = false\n",
+        "provision.boot[0].checkpoint",
+        Some(5),
+    ),
+    (
+        "no checkpoints",
+        "[advanced]\ncheckpoints = 0\n",
+        "advanced.checkpoints",
+        Some(4),
+    ),
+    (
         "step table and step array mixed",
         "[provision.system]\nscript = \"true\"\n[[provision.system]]\nscript = \"true\"\n",
         "provision.system",

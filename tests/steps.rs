@@ -34,16 +34,26 @@ fn retry_runs_only_the_steps_that_changed() {
     write(&steps, "one.sh", "sleep 1; echo 1 >> /var/tmp/one\n");
     write(&steps, "two.sh", "echo 2 >> /var/tmp/two\n");
     write(&steps, "three.sh", "echo 3 >> /var/tmp/three\nexit 3\n");
-    let toml = |order: [&str; 3]| {
-        let mut text = String::new();
+    let share = env.dir("share");
+    let toml = |order: &[&str]| {
+        let mut text = format!(
+            "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n\n",
+            share.display()
+        );
         for name in order {
+            let retries = if *name == "flaky" {
+                "retries = 2\n"
+            } else {
+                ""
+            };
             text += &format!(
-                "[[provision.system]]\nname = \"{name}\"\nfile = \"provision/{name}.sh\"\n\n"
+                "[[provision.system]]\nname = \"{name}\"\nfile = \"provision/{name}.sh\"\n{retries}\n"
             );
         }
-        text + "[provision.boot]\nscript = \"echo b >> /var/tmp/boot\"\n"
+        // A budget of three checkpoints: the stale ones go first.
+        text + "[provision.boot]\nscript = \"echo b >> /var/tmp/boot\"\n\n[advanced]\ncheckpoints = 3\n"
     };
-    env.write_rum_toml(&toml(["one", "two", "three"]));
+    env.write_rum_toml(&toml(&["one", "two", "three"]));
 
     // The third step fails; the first two each left a checkpoint.
     let up = env.rum(&["up", "-d"]);
@@ -117,7 +127,7 @@ fn retry_runs_only_the_steps_that_changed() {
     );
 
     // Reordered: the chain changes where the order does.
-    env.write_rum_toml(&toml(["one", "three", "two"]));
+    env.write_rum_toml(&toml(&["one", "three", "two"]));
     let reordered = env.rum(&["retry"]);
     reordered.assert_success();
     assert!(
@@ -127,7 +137,7 @@ fn retry_runs_only_the_steps_that_changed() {
         "{reordered}"
     );
     assert_eq!(traces(&env), "one:1 \ntwo:2b \nthree:3 \n");
-    env.write_rum_toml(&toml(["one", "two", "three"]));
+    env.write_rum_toml(&toml(&["one", "two", "three"]));
 
     // The first edited: everything runs again from pre-provision.
     write(&steps, "one.sh", "echo 1b >> /var/tmp/one\n");
@@ -152,6 +162,56 @@ fn retry_runs_only_the_steps_that_changed() {
         "{cold}"
     );
     assert_eq!(traces(&env), "one:1b \ntwo:2b \nthree:3 \n");
+
+    // A step added after the last, failing once (a marker in the mount, which
+    // the host keeps): it runs again after the checkpoint before it, clean.
+    std::fs::write(share.join("fail-once"), "").unwrap();
+    write(
+        &steps,
+        "flaky.sh",
+        "if [ -e /mnt/share/fail-once ]; then rm /mnt/share/fail-once; touch /var/tmp/dirty; exit 1; fi\ntest ! -e /var/tmp/dirty\necho ok >> /var/tmp/flaky\n",
+    );
+    env.write_rum_toml(&toml(&["one", "two", "three", "flaky"]));
+    let flaky = env.rum(&["retry"]);
+    flaky.assert_success();
+    assert!(
+        flaky.stderr.contains("✓ three (cached)"),
+        "three keeps its checkpoint: {flaky}"
+    );
+    assert!(flaky.stderr.contains("↻ flaky (attempt 2 of 3)"), "{flaky}");
+    assert_eq!(
+        flaky
+            .stderr
+            .matches("Restoring the `post-system` snapshot")
+            .count(),
+        2,
+        "restored before the step and again before its second run: {flaky}"
+    );
+    assert_eq!(
+        guest(&env, "cat /var/tmp/flaky; ls /var/tmp"),
+        "ok\nboot\nflaky\none\nthree\ntwo\n"
+    );
+    let logs = env.rum(&["log", "--all"]);
+    let runs: Vec<_> = logs
+        .stdout
+        .lines()
+        .filter(|l| l.contains("flaky"))
+        .collect();
+    assert!(runs.iter().any(|l| l.contains("failed")), "{logs}");
+    assert!(
+        runs.iter()
+            .any(|l| l.contains("succeeded") && l.contains(".try2.log")),
+        "{logs}"
+    );
+    let status = env.rum(&["-o", "json", "status"]);
+    let event: serde_json::Value =
+        serde_json::from_str(status.stdout.lines().last().unwrap()).unwrap();
+    let retried = event["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["milestone"] == "system_provisioned" && h["event"] == "retrying");
+    assert!(retried, "the history keeps the transient retry: {status}");
 
     let list = env.rum(&["snapshot", "list"]);
     list.assert_success();

@@ -151,7 +151,15 @@ pub const MAX_STEPS: usize = 100;
 pub struct Step {
     pub name: String,
     pub script: Script,
+    /// Runs again after a failure, on the VM restored to the checkpoint
+    /// before it, at most this many times (0–`MAX_RETRIES`).
+    pub retries: u8,
+    /// A checkpoint after it (system steps; off for cheap ones).
+    pub checkpoint: bool,
 }
+
+/// The most `retries` a step may ask for.
+pub const MAX_RETRIES: i64 = 5;
 
 /// A provisioning script: inline text, or a file read again before every run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -184,7 +192,14 @@ pub struct Advanced {
     /// QEMU binary; `None` finds `qemu-system-x86_64` on PATH.
     pub qemu: Option<PathBuf>,
     pub agent_transport: AgentTransport,
+    /// rum's step checkpoints kept at most (besides `pre-provision`).
+    pub checkpoints: u32,
 }
+
+/// The checkpoint budget when rum.toml names none.
+pub const DEFAULT_CHECKPOINTS: u32 = 8;
+/// The most checkpoints `[advanced] checkpoints` may ask for.
+pub const MAX_CHECKPOINTS: i64 = 64;
 
 /// Generates `ALL`, `as_str` and `parse` for a config enum written as a string.
 macro_rules! config_enum {

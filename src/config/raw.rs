@@ -136,6 +136,8 @@ pub struct RawStep {
     pub name: Option<String>,
     pub script: Option<String>,
     pub file: Option<String>,
+    pub retries: Option<i64>,
+    pub checkpoint: Option<bool>,
 }
 
 /// A table or an array of tables, each read as a `RawStep`, so that a
@@ -190,6 +192,7 @@ pub struct RawAdvanced {
     pub firmware: Option<String>,
     pub qemu: Option<String>,
     pub agent_transport: Option<String>,
+    pub checkpoints: Option<i64>,
     pub libvirt_uri: Option<String>,
     pub domain_type: Option<String>,
     pub autologin: Option<bool>,

@@ -60,6 +60,29 @@ pub fn find(state: &State, key: &str) -> Option<String> {
         .map(|(tag, _)| tag.clone())
 }
 
+/// Which of rum's step checkpoints to delete before `adding` one more, so
+/// that at most `budget` are kept: first those that match no step of the
+/// current chain (`keys`), oldest first, then the oldest others. Re-saving an
+/// existing tag adds none.
+pub fn to_prune(state: &State, keys: &[String], budget: usize, adding: &str) -> Vec<String> {
+    let mut owned: Vec<(bool, u64, &String)> = state
+        .snapshots
+        .iter()
+        .filter(|(tag, r)| r.rum_owned && tag.as_str() != PRE_PROVISION && tag.as_str() != adding)
+        .map(|(tag, r)| {
+            let current = r.key.as_ref().is_some_and(|k| keys.contains(k));
+            (current, r.created, tag)
+        })
+        .collect();
+    let excess = (owned.len() + 1).saturating_sub(budget);
+    owned.sort();
+    owned
+        .into_iter()
+        .take(excess)
+        .map(|(_, _, tag)| tag.clone())
+        .collect()
+}
+
 fn digest(fields: &[&[u8]]) -> String {
     let mut hash = Sha256::new();
     for field in fields {
@@ -140,6 +163,37 @@ mod tests {
         assert_ne!(chain(&record(2, None), &a), keys);
         assert_eq!(tag(&a, 0), "step-packages");
         assert_eq!(tag(&a, 2), POST_SYSTEM);
+    }
+
+    #[test]
+    fn the_budget_drops_stale_checkpoints_first_then_the_oldest() {
+        let pre = record(1, None);
+        let steps = [step("one", "1"), step("two", "2"), step("three", "3")];
+        let keys = chain(&pre, &steps);
+        let mut state = State::default();
+        state
+            .snapshots
+            .insert(PRE_PROVISION.into(), record(1, None));
+        state
+            .snapshots
+            .insert("step-one".into(), record(10, Some(keys[0].clone())));
+        state
+            .snapshots
+            .insert("step-old".into(), record(20, Some("stale".into())));
+        state
+            .snapshots
+            .insert("step-two".into(), record(5, Some(keys[1].clone())));
+        let mut mine = record(2, None);
+        mine.rum_owned = false;
+        state.snapshots.insert("mine".into(), mine);
+        assert!(to_prune(&state, &keys, 8, POST_SYSTEM).is_empty());
+        assert_eq!(to_prune(&state, &keys, 3, POST_SYSTEM), ["step-old"]);
+        assert_eq!(
+            to_prune(&state, &keys, 2, POST_SYSTEM),
+            ["step-old", "step-two"]
+        );
+        // Saving over an existing tag needs no room.
+        assert_eq!(to_prune(&state, &keys, 3, "step-one"), Vec::<String>::new());
     }
 
     #[test]

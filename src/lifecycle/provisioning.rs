@@ -4,7 +4,7 @@
 //! a step fails.
 
 use super::checkpoints;
-use super::error::LifecycleError;
+use super::error::{LifecycleError, SnapshotError};
 use super::milestones::Milestones;
 use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
 use super::{Instance, RuntimeInfo};
@@ -77,8 +77,10 @@ pub fn provision(
         scripts: Vec::new(),
     };
     let dir = instance.paths.attempt_dir(number);
-    let run = |scripts: &[Script], range| {
-        rt.block_on(run::run(client, scripts, range, number, &dir, reporter))
+    let run = |client: &Client, scripts: &[Script], range, try_number| {
+        rt.block_on(run::run(
+            client, scripts, range, number, try_number, &dir, reporter,
+        ))
     };
 
     // A phase of one step is shown as the phase; it needs no cached line.
@@ -87,27 +89,47 @@ pub fn provision(
             reporter.phase_finished(&run::title(&system, i), Some(true), "cached");
         }
     }
+    // After a step is run again on a restored VM, the agent's session is new.
+    let mut restored: Option<Client> = None;
     if first < system.len() {
         state.start(Milestone::SystemProvisioned);
-        for i in first..system.len() {
-            let (result, logged) = run(&system, i..i + 1)?;
+        let mut tries = vec![0u8; system.len()];
+        let mut i = first;
+        while i < system.len() {
+            let policy = StepPolicy::of(&instance.config, &system[i].name);
+            let client = restored.as_ref().unwrap_or(client);
+            let (result, logged) = run(client, &system, i..i + 1, u32::from(tries[i]) + 1)?;
             attempt.scripts.extend(logged.scripts);
-            if !result.ok {
-                let failed = failure(&result);
-                state.fail(Milestone::SystemProvisioned, &failed);
-                if !boot.is_empty() {
-                    reporter.phase_finished("Running boot provisioning", None, "skipped");
+            if result.ok {
+                if policy.checkpoint {
+                    keep_checkpoint(instance, state, info, &system, i, rt, reporter);
                 }
-                return finish_failed(instance, state, attempt, &failed, reporter);
+                i += 1;
+                continue;
             }
-            keep_checkpoint(instance, state, info, &system, i, rt, reporter);
+            let failed = failure(&result);
+            if tries[i] < policy.retries {
+                tries[i] += 1;
+                let (client, from) = run_again(
+                    instance, state, &system, i, tries[i], &policy, &failed, rt, reporter,
+                )?;
+                restored = Some(client);
+                i = from;
+                continue;
+            }
+            state.fail(Milestone::SystemProvisioned, &failed);
+            if !boot.is_empty() {
+                reporter.phase_finished("Running boot provisioning", None, "skipped");
+            }
+            return finish_failed(instance, state, attempt, &failed, reporter);
         }
         state.complete(Milestone::SystemProvisioned);
         state.save(&instance.paths.state_file())?;
     }
+    let client = restored.as_ref().unwrap_or(client);
     if !boot.is_empty() {
         state.start(Milestone::BootProvisioned);
-        let (result, logged) = run(&boot, 0..boot.len())?;
+        let (result, logged) = run(client, &boot, 0..boot.len(), 1)?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
             let failed = failure(&result);
@@ -120,6 +142,69 @@ pub fn provision(
     state.save(&instance.paths.state_file())?;
     reporter.line("Ready");
     Ok(Exit::Success)
+}
+
+/// What rum.toml says about running a system step: the generated
+/// filesystems step takes the defaults.
+struct StepPolicy {
+    retries: u8,
+    checkpoint: bool,
+}
+
+impl StepPolicy {
+    fn of(config: &crate::config::Config, name: &str) -> Self {
+        match config.provision.system.iter().find(|s| s.name == name) {
+            Some(step) => StepPolicy {
+                retries: step.retries,
+                checkpoint: step.checkpoint,
+            },
+            None => StepPolicy {
+                retries: 0,
+                checkpoint: true,
+            },
+        }
+    }
+}
+
+/// Step `index` failed and may run again: after 1 s, 2 s, 4 s…, on the VM
+/// restored to the deepest checkpoint before it (a clean VM, never the one
+/// it failed on). Returns the restored VM's agent and the step to go on at.
+#[allow(clippy::too_many_arguments)]
+fn run_again(
+    instance: &Instance,
+    state: &mut State,
+    system: &[Script],
+    index: usize,
+    tried: u8,
+    policy: &StepPolicy,
+    failed: &str,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<(Client, usize), LifecycleError> {
+    let delay = std::time::Duration::from_secs(1 << (tried - 1));
+    state.retrying(
+        Milestone::SystemProvisioned,
+        u32::from(tried),
+        delay.as_millis() as u64,
+        failed,
+    );
+    state.save(&instance.paths.state_file())?;
+    reporter.phase_again(
+        &run::title(system, index),
+        &format!("attempt {} of {}", tried + 1, policy.retries + 1),
+    );
+    std::thread::sleep(delay);
+    let keys = state
+        .snapshots
+        .get(PRE_PROVISION)
+        .map(|pre| checkpoints::chain(pre, system))
+        .unwrap_or_default();
+    let (tag, from) = match checkpoints::deepest(state, &keys, index) {
+        Some((i, tag)) => (tag, i + 1),
+        None => (PRE_PROVISION.to_owned(), 0),
+    };
+    let (client, _) = snapshots::restore(instance, state, &tag, rt, reporter)?;
+    Ok((client, from))
 }
 
 /// The checkpoint after system step `index`, keyed by everything run since
@@ -138,11 +223,29 @@ fn keep_checkpoint(
     let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
         return;
     };
-    let key = checkpoints::chain(&pre, system).swap_remove(index);
+    let keys = checkpoints::chain(&pre, system);
+    let key = keys[index].clone();
     if checkpoints::find(state, &key).is_some() {
         return;
     }
     let tag = checkpoints::tag(system, index);
+    let budget = instance.config.advanced.checkpoints as usize;
+    let prune = checkpoints::to_prune(state, &keys, budget, &tag);
+    if !prune.is_empty() {
+        match snapshots::delete(instance, &prune) {
+            Ok(()) => {
+                for gone in &prune {
+                    state.snapshots.remove(gone);
+                }
+                let _ = state.save(&instance.paths.state_file());
+                reporter.note(&format!(
+                    "Deleted checkpoint {} to keep at most {budget} ([advanced] checkpoints)",
+                    prune.join(", ")
+                ));
+            }
+            Err(e) => reporter.warn(&format!("Could not delete old checkpoints: {e}")),
+        }
+    }
     let last = tag == POST_SYSTEM;
     let step = reporter.step(if last {
         "Keeping a post-system checkpoint".to_owned()
@@ -159,6 +262,11 @@ fn keep_checkpoint(
         Some(key),
     )) {
         Ok(()) => step.done(),
+        // A retry then restores an earlier checkpoint; provisioning goes on.
+        Err(LifecycleError::Snapshot(e @ SnapshotError::NoSpace { .. })) => {
+            step.skip("not enough free space");
+            reporter.warn(&e.to_string());
+        }
         Err(e) => step.fail(&e.to_string()),
     }
 }

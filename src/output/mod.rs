@@ -80,6 +80,16 @@ impl Reporter {
         }
     }
 
+    /// A step that failed and runs again: `↻ title (detail)`.
+    pub fn phase_again(&self, title: &str, detail: &str) {
+        match self.mode {
+            Mode::Json => self.json(
+                json!({"event": "step", "title": title, "status": "retrying", "detail": detail}),
+            ),
+            _ => eprintln!("  {} {title} ({detail})", self.paint("33", "↻")),
+        }
+    }
+
     /// `ok`: `Some(true)` done, `Some(false)` failed, `None` skipped.
     pub fn phase_finished(&self, title: &str, ok: Option<bool>, detail: &str) {
         let (mark, color, status) = match ok {

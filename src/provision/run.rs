@@ -33,13 +33,15 @@ pub struct ScriptResult {
 }
 
 /// Runs `scripts[run]` through `client` (the ones before ran on an earlier
-/// call), streaming and logging; `Ok` carries the agent's result also when
+/// call), streaming and logging (`try_number` above 1: a run again of a
+/// step that failed); `Ok` carries the agent's result also when
 /// a script failed.
 pub async fn run(
     client: &Client,
     scripts: &[Script],
     run: Range<usize>,
     number: u32,
+    try_number: u32,
     dir: &Path,
     reporter: &Reporter,
 ) -> Result<(ProvisionResult, Attempt), super::ProvisionError> {
@@ -47,7 +49,18 @@ pub async fn run(
         path: dir.to_path_buf(),
         source,
     })?;
-    let log_path = |s: &Script| dir.join(format!("{:03}-{}.log", s.order.clamp(0, 999), s.name));
+    // A step run again within one attempt keeps each run's log.
+    let again = match try_number {
+        0 | 1 => String::new(),
+        n => format!(".try{n}"),
+    };
+    let log_path = |s: &Script| {
+        dir.join(format!(
+            "{:03}-{}{again}.log",
+            s.order.clamp(0, 999),
+            s.name
+        ))
+    };
     let mut files: Vec<Option<std::fs::File>> = scripts
         .iter()
         .enumerate()

@@ -145,7 +145,10 @@ mod tests {
                 .unwrap_or_default()
                 .contains("started")
         }));
-        assert_eq!(find(&pid_file, "sleep 60"), Some(pid));
+        // While sh execs sleep, its command line reads empty for a moment.
+        assert!(wait_for(Duration::from_secs(5), || find(
+            &pid_file, "sleep 60"
+        ) == Some(pid)));
         assert_eq!(
             find(&pid_file, "not-our-process"),
             None,

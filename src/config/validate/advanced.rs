@@ -1,7 +1,9 @@
 //! `[advanced]`: accelerator, machine, firmware, QEMU binary, agent channel.
 
 use super::Checker;
-use crate::config::model::{Accel, Advanced, AgentTransport, FirmwareChoice};
+use crate::config::model::{
+    Accel, Advanced, AgentTransport, DEFAULT_CHECKPOINTS, FirmwareChoice, MAX_CHECKPOINTS,
+};
 use crate::config::raw::RawAdvanced;
 use crate::config::span::KeyPath;
 use crate::image::source::resolve_host_path;
@@ -86,12 +88,24 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
             Some(file)
         }
     });
+    let checkpoints = match raw.checkpoints {
+        None => DEFAULT_CHECKPOINTS,
+        Some(n @ 1..=MAX_CHECKPOINTS) => n as u32,
+        Some(n) => {
+            c.problem(
+                path.key("checkpoints"),
+                format!("is {n}; give 1 to {MAX_CHECKPOINTS} (step checkpoints kept at most)"),
+            );
+            DEFAULT_CHECKPOINTS
+        }
+    };
     Advanced {
         accel,
         machine,
         firmware,
         qemu,
         agent_transport,
+        checkpoints,
     }
 }
 

@@ -2,7 +2,7 @@
 //! (one step) or an array of tables (steps in order).
 
 use super::Checker;
-use crate::config::model::{MAX_STEPS, Script, Step};
+use crate::config::model::{MAX_RETRIES, MAX_STEPS, Script, Step};
 use crate::config::names;
 use crate::config::raw::{RawStep, RawSteps};
 use crate::config::span::KeyPath;
@@ -51,8 +51,33 @@ fn phase(
     for (i, step) in raw.into_iter().enumerate() {
         let path = if array { path.index(i) } else { path.clone() };
         let name = name(c, &step, &path, format!("{phase}-{}", i + 1), seen);
-        if let (Some(script), Some(name)) = (script(c, step, &path, dir), name) {
-            out.push(Step { name, script });
+        let retries = match step.retries {
+            None => Some(0),
+            Some(n @ 0..=MAX_RETRIES) => Some(n as u8),
+            Some(n) => {
+                c.problem(
+                    path.key("retries"),
+                    format!("is {n}; give 0 to {MAX_RETRIES} (retries of a step that fails)"),
+                );
+                None
+            }
+        };
+        if phase == "boot" && step.checkpoint.is_some() {
+            c.problem(
+                path.key("checkpoint"),
+                "is for system steps; boot steps run on every boot and take no checkpoint",
+            );
+        }
+        let checkpoint = step.checkpoint.unwrap_or(true);
+        if let (Some(script), Some(name), Some(retries)) =
+            (script(c, step, &path, dir), name, retries)
+        {
+            out.push(Step {
+                name,
+                script,
+                retries,
+                checkpoint,
+            });
         }
     }
     out
