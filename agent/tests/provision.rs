@@ -401,6 +401,23 @@ async fn a_run_of_some_steps_caches_all_and_writes_the_sentinel_after_the_last()
         assert_eq!(status.scripts.len(), 3, "the whole list is cached");
     }
     assert_eq!(read(&agent.path("trace")), "one\ntwo\nthree\n");
+    // A step added after the last runs on the provisioned VM (never skipped);
+    // it fails, so the VM is not system-provisioned until it succeeds.
+    let mut more = scripts.clone();
+    more.extend(traced(&agent, &[("four", 103, RunOn::System, "exit 1")]));
+    let result = client
+        .provision_some(more.clone(), Some(3..4), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(result.failed.map(|f| f.name), Some("four".to_owned()));
+    assert!(!sentinel.exists());
+    more[3] = traced(&agent, &[("four", 103, RunOn::System, "")]).remove(0);
+    let result = client
+        .provision_some(more, Some(3..4), |_| {})
+        .await
+        .unwrap();
+    assert!(result.ok && sentinel.exists(), "{result:?}");
+    assert_eq!(read(&agent.path("trace")), "one\ntwo\nthree\nfour\nfour\n");
     let bad = client.provision_some(scripts, Some(2..4), |_| {}).await;
     assert!(bad.is_err(), "a range past the list is refused");
 }

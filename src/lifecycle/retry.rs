@@ -116,11 +116,10 @@ fn resume(
         Some((i, tag)) => (tag, i + 1),
         None => (PRE_PROVISION.to_owned(), 0),
     };
-    if first < at {
+    if first < at && at < system.len() {
         reporter.note(&format!(
             "No checkpoint right before `{}` matches the steps on disk; starting at `{}`",
-            system[at.min(system.len() - 1)].name,
-            system[first].name
+            system[at].name, system[first].name
         ));
     }
     (tag, first)

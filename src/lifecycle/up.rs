@@ -11,6 +11,7 @@ use crate::guard::Guard;
 use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
+use rum_agent::protocol::RunOn;
 
 pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleError> {
     let paths = &instance.paths;
@@ -76,13 +77,19 @@ fn after_boot(
         return Ok(Exit::Success);
     }
     let all = crate::provision::scripts::scripts(&instance.config)?;
+    // A system phase that completed on an earlier `up` is not run again.
+    let first = if state.is_completed(Milestone::SystemProvisioned) {
+        all.iter().filter(|s| s.run_on == RunOn::System).count()
+    } else {
+        0
+    };
     provisioning::provision(
         instance,
         state,
         &booted.info,
         &booted.client,
         &all,
-        0,
+        first,
         rt,
         reporter,
     )

@@ -47,12 +47,25 @@ pub async fn host_run(ctx: &mut Ctx, req: ProvisionRequest) -> Event {
     if let Err(e) = ctx.agent.store.cache(&scripts) {
         return error(ErrorKind::Failed, format!("cannot cache the scripts: {e}"));
     }
+    let explicit = req.run.is_some();
     let run = req.run.unwrap_or(0..scripts.len());
     if run.start > run.end || run.end > scripts.len() {
         return error(
             ErrorKind::Failed,
             format!("cannot run scripts {run:?} of {}", scripts.len()),
         );
+    }
+    // The host chose these steps: they run even on a system-provisioned VM
+    // (a step added after the last), which is then provisioned again only
+    // once the last system step has succeeded.
+    let redo = scripts[run.clone()]
+        .iter()
+        .any(|s| s.run_on == RunOn::System);
+    if explicit
+        && redo
+        && let Err(e) = ctx.agent.store.remove_sentinel()
+    {
+        return error(ErrorKind::Failed, format!("cannot reset the sentinel: {e}"));
     }
     let result = run_list(&ctx.agent, Some(ctx), &scripts, run, Trigger::Host).await;
     Event::Provisioned(result)

@@ -72,6 +72,14 @@ impl ProvisionStore {
         write_atomic(&self.sentinel(), content.as_bytes(), 0o644)
     }
 
+    /// System provisioning is being redone (steps added or run again).
+    pub fn remove_sentinel(&self) -> io::Result<()> {
+        match fs::remove_file(self.sentinel()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn scripts_dir(&self) -> PathBuf {
         self.root.join("scripts")
     }
