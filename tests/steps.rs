@@ -218,6 +218,17 @@ fn retry_runs_only_the_steps_that_changed() {
     for tag in ["pre-provision", "step-one", "step-two", "post-system"] {
         assert!(list.stdout.contains(tag), "{tag}: {list}");
     }
+    assert!(list.stdout.contains("after step `one`"), "{list}");
+    assert!(list.stdout.contains("after step `flaky`"), "{list}");
+    let json = env.rum(&["-o", "json", "snapshot", "list"]);
+    let event: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    let rows = event["data"]["snapshots"].as_array().unwrap().clone();
+    let two = rows.iter().find(|r| r["name"] == "step-two").unwrap();
+    assert_eq!(
+        (two["step"].as_str(), two["current"].as_bool()),
+        (Some("two"), Some(true))
+    );
     env.rum(&["retry", "--done"]).assert_success();
     let list = env.rum(&["snapshot", "list"]);
     assert!(list.stdout.contains("has no snapshots"), "{list}");

@@ -4,8 +4,8 @@
 use crate::cli::SnapshotCommand;
 use crate::disk;
 use crate::instance::LockWait;
-use crate::lifecycle::snapshots;
 use crate::lifecycle::{AgentError, Instance, SnapshotError, runtime};
+use crate::lifecycle::{checkpoints, snapshots};
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
@@ -23,7 +23,10 @@ pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Resul
     let on_disk = disk::snapshots(&instance.paths.overlay()).unwrap_or_default();
     if let Action::List = action {
         let state = State::load(&instance.paths.state_file())?;
-        list(&id, &on_disk, &state, reporter);
+        let steps = crate::provision::scripts::scripts(&instance.config)
+            .map(|all| checkpoints::matches_now(&state, &all))
+            .unwrap_or_default();
+        list(&id, &on_disk, &state, &steps, reporter);
         return Ok(Exit::Success);
     }
     if !instance.paths.exists() {
@@ -87,12 +90,34 @@ enum Action<'a> {
     Delete(&'a str),
 }
 
-fn list(id: &str, on_disk: &[disk::SnapshotInfo], state: &State, reporter: &Reporter) {
+fn list(
+    id: &str,
+    on_disk: &[disk::SnapshotInfo],
+    state: &State,
+    steps: &[(String, Option<String>)],
+    reporter: &Reporter,
+) {
+    let now = crate::clock::unix_now();
     let rows: Vec<serde_json::Value> = on_disk
         .iter()
         .map(|s| {
-            let rum_owned = state.snapshots.get(&s.name).is_some_and(|r| r.rum_owned);
-            serde_json::json!({ "name": s.name, "date": s.date, "vm_state_size": s.vm_state_size, "rum_owned": rum_owned })
+            let record = state.snapshots.get(&s.name);
+            let rum_owned = record.is_some_and(|r| r.rum_owned);
+            // A step checkpoint: which step of today's scripts it follows, if any.
+            let checkpoint = steps
+                .iter()
+                .find(|(tag, _)| tag == &s.name)
+                .map(|(_, step)| step);
+            serde_json::json!({
+                "name": s.name,
+                "date": s.date,
+                "age_s": now.saturating_sub(s.date),
+                "vm_state_size": s.vm_state_size,
+                "rum_owned": rum_owned,
+                "checkpoint": checkpoint.is_some(),
+                "step": checkpoint.cloned().flatten(),
+                "current": checkpoint.map(|step| step.is_some()),
+            })
         })
         .collect();
     let text = if rows.is_empty() {
@@ -102,20 +127,34 @@ fn list(id: &str, on_disk: &[disk::SnapshotInfo], state: &State, reporter: &Repo
             .iter()
             .zip(&rows)
             .map(|(s, r)| {
+                let owner = if r["rum_owned"] == true {
+                    "rum's own"
+                } else {
+                    "yours"
+                };
+                let step = match (r["checkpoint"].as_bool(), r["step"].as_str()) {
+                    (Some(true), Some(step)) => format!(", after step `{step}`"),
+                    (Some(true), None) => ", stale (matches no step now)".to_owned(),
+                    _ => String::new(),
+                };
                 format!(
-                    "{:<24} {:>12} {:>8} MiB  {}",
+                    "{:<24} {:>12} {:>8} MiB  {owner}{step}, {} old",
                     s.name,
                     r["date"],
                     s.vm_state_size >> 20,
-                    if r["rum_owned"] == true {
-                        "rum's own"
-                    } else {
-                        "yours"
-                    }
+                    age(now.saturating_sub(s.date))
                 )
             })
             .collect::<Vec<_>>()
             .join("\n")
     };
     reporter.result(&text, &serde_json::json!({ "snapshots": rows }));
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
 }

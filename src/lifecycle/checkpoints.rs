@@ -83,6 +83,34 @@ pub fn to_prune(state: &State, keys: &[String], budget: usize, adding: &str) -> 
         .collect()
 }
 
+/// For each checkpoint recorded in `state`: the system step it follows in
+/// the chain of the steps on disk now, or `None` where it matches none (it
+/// is stale). Empty when there is no `pre-provision` or a step file cannot
+/// be read.
+pub fn matches_now(state: &State, all: &[Script]) -> Vec<(String, Option<String>)> {
+    let Some(pre) = state.snapshots.get(PRE_PROVISION) else {
+        return Vec::new();
+    };
+    let system: Vec<Script> = all
+        .iter()
+        .filter(|s| s.run_on == rum_agent::protocol::RunOn::System)
+        .cloned()
+        .collect();
+    let keys = chain(pre, &system);
+    state
+        .snapshots
+        .iter()
+        .filter_map(|(tag, r)| {
+            let key = r.key.as_ref()?;
+            let step = keys
+                .iter()
+                .position(|k| k == key)
+                .map(|i| system[i].name.clone());
+            Some((tag.clone(), step))
+        })
+        .collect()
+}
+
 fn digest(fields: &[&[u8]]) -> String {
     let mut hash = Sha256::new();
     for field in fields {

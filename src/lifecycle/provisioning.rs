@@ -52,7 +52,7 @@ pub fn provision(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
-    client: &Client,
+    client: Client,
     all: &[Script],
     first: usize,
     rt: &tokio::runtime::Runtime,
@@ -89,16 +89,17 @@ pub fn provision(
             reporter.phase_finished(&run::title(&system, i), Some(true), "cached");
         }
     }
-    // After a step is run again on a restored VM, the agent's session is new.
-    let mut restored: Option<Client> = None;
+    // A restore starts a new agent session, and the serial channel takes one
+    // client at a time: the old session is dropped before a step runs again.
+    let mut client = Some(client);
     if first < system.len() {
         state.start(Milestone::SystemProvisioned);
         let mut tries = vec![0u8; system.len()];
         let mut i = first;
         while i < system.len() {
             let policy = StepPolicy::of(&instance.config, &system[i].name);
-            let client = restored.as_ref().unwrap_or(client);
-            let (result, logged) = run(client, &system, i..i + 1, u32::from(tries[i]) + 1)?;
+            let session = client.as_ref().expect("a session between runs");
+            let (result, logged) = run(session, &system, i..i + 1, u32::from(tries[i]) + 1)?;
             attempt.scripts.extend(logged.scripts);
             if result.ok {
                 if policy.checkpoint {
@@ -110,10 +111,11 @@ pub fn provision(
             let failed = failure(&result);
             if tries[i] < policy.retries {
                 tries[i] += 1;
-                let (client, from) = run_again(
+                drop(client.take());
+                let (restored, from) = run_again(
                     instance, state, &system, i, tries[i], &policy, &failed, rt, reporter,
                 )?;
-                restored = Some(client);
+                client = Some(restored);
                 i = from;
                 continue;
             }
@@ -126,10 +128,10 @@ pub fn provision(
         state.complete(Milestone::SystemProvisioned);
         state.save(&instance.paths.state_file())?;
     }
-    let client = restored.as_ref().unwrap_or(client);
+    let client = client.expect("a session after the system steps");
     if !boot.is_empty() {
         state.start(Milestone::BootProvisioned);
-        let (result, logged) = run(client, &boot, 0..boot.len(), 1)?;
+        let (result, logged) = run(&client, &boot, 0..boot.len(), 1)?;
         attempt.scripts.extend(logged.scripts);
         if !result.ok {
             let failed = failure(&result);

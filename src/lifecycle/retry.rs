@@ -90,7 +90,7 @@ pub fn retry(
     let (client, info) = snapshots::restore(instance, &mut state, &tag, &rt, reporter)?;
     reset_provisioning(&mut state, first < system.len());
     let status = provisioning::provision(
-        instance, &mut state, &info, &client, &all, first, &rt, reporter,
+        instance, &mut state, &info, client, &all, first, &rt, reporter,
     )?;
     let ok = status == Exit::Success;
     reporter.result(

@@ -5,12 +5,13 @@
 use super::boot::{self, Booted};
 use super::error::LifecycleError;
 use super::provisioning;
-use super::{Instance, runtime};
+use super::{Instance, RuntimeInfo, runtime};
 use crate::exit::Exit;
 use crate::guard::Guard;
 use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
+use rum_agent::Client;
 use rum_agent::protocol::RunOn;
 
 pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleError> {
@@ -40,19 +41,20 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     }
     let mut state = State::load(&paths.state_file())?;
     let rt = runtime();
-    let booted = boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
+    let Booted { client, info } =
+        boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
     guard.disarm();
-    let status = after_boot(instance, &mut state, &booted, &rt, reporter)?;
-    let version = booted.client.agent().clone();
+    let version = client.agent().clone();
+    let status = after_boot(instance, &mut state, &info, client, &rt, reporter)?;
     reporter.result(
         &format!(
             "`{}` is up (pid {}, {}); `rum ssh` to log in, `rum exec -- CMD` to run a command",
-            paths.id, booted.info.pid, booted.info.accel
+            paths.id, info.pid, info.accel
         ),
         &serde_json::json!({
             "instance": paths.id,
-            "pid": booted.info.pid,
-            "ssh_port": booted.info.ssh_port,
+            "pid": info.pid,
+            "ssh_port": info.ssh_port,
             "agent": version.build_id,
             "provisioned": status == Exit::Success,
         }),
@@ -65,11 +67,12 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
 fn after_boot(
     instance: &Instance,
     state: &mut State,
-    booted: &Booted,
+    info: &RuntimeInfo,
+    client: Client,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
-    provisioning::ensure_pre_provision(instance, state, &booted.info, rt, reporter)?;
+    provisioning::ensure_pre_provision(instance, state, info, rt, reporter)?;
     let done = state.is_completed(Milestone::SystemProvisioned)
         && state.is_completed(Milestone::BootProvisioned);
     if done {
@@ -83,14 +86,5 @@ fn after_boot(
     } else {
         0
     };
-    provisioning::provision(
-        instance,
-        state,
-        &booted.info,
-        &booted.client,
-        &all,
-        first,
-        rt,
-        reporter,
-    )
+    provisioning::provision(instance, state, info, client, &all, first, rt, reporter)
 }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
-    #[error("Cannot read the provisioning script {}", .path.display())]
+    #[error("Cannot read {} for the provisioning step `{step}`; restore the file or change the step's `file` in rum.toml; no step has run", .path.display())]
     Read {
+        step: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -42,6 +43,7 @@ pub fn scripts(config: &Config) -> Result<Vec<Script>, ScriptError> {
                 ConfigScript::Inline(text) => text.clone(),
                 ConfigScript::File(path) => {
                     std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
+                        step: step.name.clone(),
                         path: path.clone(),
                         source,
                     })?
