@@ -213,6 +213,49 @@ fn retry_runs_only_the_steps_that_changed() {
         .any(|h| h["milestone"] == "system_provisioned" && h["event"] == "retrying");
     assert!(retried, "the history keeps the transient retry: {status}");
 
+    // A checkpoint deleted behind rum's back: the retry says so and falls
+    // back to the one before it (into a fresh QEMU, the VM being stopped).
+    env.rum(&["down"]).assert_success();
+    let instance = std::fs::read_dir(env.xdg.data.join("rum"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let deleted = std::process::Command::new("qemu-img")
+        .args(["snapshot", "-d", "step-two"])
+        .arg(instance.join("disk.qcow2"))
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let fallback = env.rum(&["retry", "--from", "three"]);
+    fallback.assert_success();
+    assert!(
+        fallback
+            .stderr
+            .contains("the `step-two` checkpoint could not be loaded"),
+        "{fallback}"
+    );
+    assert!(
+        fallback
+            .stderr
+            .contains("Restoring the `step-one` snapshot"),
+        "{fallback}"
+    );
+    assert_eq!(traces(&env), "one:1b \ntwo:2b \nthree:3 \n");
+    let status = env.rum(&["-o", "json", "status"]);
+    let event: serde_json::Value =
+        serde_json::from_str(status.stdout.lines().last().unwrap()).unwrap();
+    let noted = event["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| {
+            h["milestone"] == "snapshot_taken"
+                && h["detail"].as_str().is_some_and(|d| d.contains("step-two"))
+        });
+    assert!(noted, "the history keeps the failed load: {status}");
+
     let list = env.rum(&["snapshot", "list"]);
     list.assert_success();
     for tag in ["pre-provision", "step-one", "step-two", "post-system"] {

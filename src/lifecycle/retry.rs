@@ -87,7 +87,26 @@ pub fn retry(
     reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
 
     let rt = runtime();
-    let (client, info) = snapshots::restore(instance, &mut state, &tag, &rt, reporter)?;
+    let (mut tag, mut first) = (tag, first);
+    let mut failures = 0;
+    let (client, info) = loop {
+        match snapshots::restore(instance, &mut state, &tag, &rt, reporter) {
+            Ok(restored) => break restored,
+            // A step checkpoint QEMU cannot load (deleted behind rum's back,
+            // refused): forget it and go back to an earlier one.
+            Err(LifecycleError::Snapshot(e @ SnapshotError::Qmp(_))) if first > 0 => {
+                failures += 1;
+                let why = format!("the `{tag}` checkpoint could not be loaded: {e}");
+                reporter.warn(&format!("{why}; falling back to an earlier one"));
+                state.retrying(Milestone::SnapshotTaken, failures, 0, &why);
+                let _ = snapshots::delete(instance, std::slice::from_ref(&tag));
+                state.snapshots.remove(&tag);
+                state.save(&paths.state_file())?;
+                (tag, first) = resume(&state, &pre, &system, first - 1, reporter);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     reset_provisioning(&mut state, first < system.len());
     let status = provisioning::provision(
         instance, &mut state, &info, client, &all, first, &rt, reporter,
