@@ -182,7 +182,7 @@ fn retry_runs_only_the_steps_that_changed() {
     assert_eq!(
         flaky
             .stderr
-            .matches("Restoring the `post-system` snapshot")
+            .matches("✓ Restoring the `post-system` snapshot")
             .count(),
         2,
         "restored before the step and again before its second run: {flaky}"
