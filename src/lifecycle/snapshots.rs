@@ -50,8 +50,11 @@ pub async fn save(
         .into());
     }
     let qmp = connect(&instance.paths.qmp_socket()).await?;
-    if state.snapshots.contains_key(tag) {
-        // snapshot-save refuses an existing name.
+    // snapshot-save refuses an existing name; one can be on disk without a
+    // record (a save whose rum was killed before it recorded it).
+    let on_disk = crate::disk::snapshots(&instance.paths.overlay())
+        .is_ok_and(|all| all.iter().any(|s| s.name == tag));
+    if state.snapshots.contains_key(tag) || on_disk {
         let _ = qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT).await;
     }
     if let Err(e) = qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT).await {
