@@ -194,7 +194,10 @@ fn retry_runs_only_the_steps_that_changed() {
         "restored before the step and again before its second run: {flaky}"
     );
     assert_eq!(
-        guest(&env, "cat /var/tmp/flaky; test ! -e /var/tmp/dirty && echo clean"),
+        guest(
+            &env,
+            "cat /var/tmp/flaky; test ! -e /var/tmp/dirty && echo clean"
+        ),
         "ok\nclean\n",
         "the second run saw a clean VM"
     );
