@@ -268,10 +268,12 @@ fn retry_runs_only_the_steps_that_changed() {
 
     let list = env.rum(&["snapshot", "list"]);
     list.assert_success();
-    for tag in ["pre-provision", "step-one", "step-two", "post-system"] {
+    // Four steps, a budget of three: the oldest (step-one) made room.
+    for tag in ["pre-provision", "step-two", "step-three", "post-system"] {
         assert!(list.stdout.contains(tag), "{tag}: {list}");
     }
-    assert!(list.stdout.contains("after step `one`"), "{list}");
+    assert!(!list.stdout.contains("step-one"), "{list}");
+    assert!(list.stdout.contains("after step `three`"), "{list}");
     assert!(list.stdout.contains("after step `flaky`"), "{list}");
     let json = env.rum(&["-o", "json", "snapshot", "list"]);
     let event: serde_json::Value =
