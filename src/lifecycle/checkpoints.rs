@@ -4,13 +4,21 @@
 //! deepest checkpoint whose key still matches the scripts on disk and runs
 //! the steps after it. The last system step's checkpoint is `post-system`.
 
-use super::snapshots::{POST_SYSTEM, PRE_PROVISION};
 use crate::state::{SnapshotRecord, State};
 use rum_agent::protocol::Script;
 use sha2::{Digest, Sha256};
 
+/// Taken once per VM, right before the first step.
+pub const PRE_PROVISION: &str = "pre-provision";
+/// The checkpoint after the last system step.
+pub const POST_SYSTEM: &str = "post-system";
 /// Tags of the checkpoints after every system step but the last.
 pub const STEP_PREFIX: &str = "step-";
+
+/// rum's own snapshots: `pre-provision`, the step checkpoints, `post-system`.
+pub fn is_rums(tag: &str) -> bool {
+    matches!(tag, PRE_PROVISION | POST_SYSTEM) || tag.starts_with(STEP_PREFIX)
+}
 
 /// The checkpoint tag after system step `index` of `system`.
 pub fn tag(system: &[Script], index: usize) -> String {

@@ -4,9 +4,10 @@
 //! a step fails.
 
 use super::checkpoints;
+use super::checkpoints::{POST_SYSTEM, PRE_PROVISION};
 use super::error::{LifecycleError, SnapshotError};
 use super::milestones::Milestones;
-use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
+use super::snapshots;
 use super::{Instance, RuntimeInfo};
 use crate::exit::Exit;
 use crate::output::Reporter;

@@ -3,10 +3,11 @@
 //! clock, re-read rum.toml and the scripts, and provision again.
 
 use super::checkpoints;
+use super::checkpoints::{POST_SYSTEM, PRE_PROVISION};
 use super::error::LifecycleError;
 use super::error::SnapshotError;
 use super::provisioning;
-use super::snapshots::{self, POST_SYSTEM, PRE_PROVISION};
+use super::snapshots;
 use super::{Instance, runtime};
 use crate::exit::Exit;
 use crate::instance::LockWait;

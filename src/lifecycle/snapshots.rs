@@ -5,6 +5,7 @@
 
 use super::agent::connect_agent;
 use super::boot::{self, Restoring};
+use super::checkpoints::is_rums;
 use super::error::{LifecycleError, SnapshotError};
 use super::{Instance, RuntimeInfo};
 use crate::clock::unix_now;
@@ -19,8 +20,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-pub const PRE_PROVISION: &str = "pre-provision";
-pub const POST_SYSTEM: &str = "post-system";
 /// Saving writes all guest RAM; under TCG on a busy host that takes a while.
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
 const CONNECT: Duration = Duration::from_secs(10);
@@ -257,11 +256,6 @@ pub fn new_name(name: Option<&str>, known: &[String]) -> Result<String, Snapshot
         return Err(SnapshotError::Reserved(name));
     }
     Ok(name)
-}
-
-/// rum's own snapshots: `pre-provision`, the step checkpoints, `post-system`.
-pub fn is_rums(tag: &str) -> bool {
-    matches!(tag, PRE_PROVISION | POST_SYSTEM) || tag.starts_with(super::checkpoints::STEP_PREFIX)
 }
 
 /// `name` must be among the snapshots on disk (`known`).
