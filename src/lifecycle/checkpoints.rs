@@ -59,6 +59,21 @@ pub fn deepest(state: &State, keys: &[String], before: usize) -> Option<(usize, 
         .find_map(|i| find(state, &keys[i]).map(|tag| (i, tag)))
 }
 
+/// Where a run that should start at system step `at` (`system.len()`: after
+/// every step) starts: the deepest checkpoint before `at` that matches the
+/// steps now, and the first step after it; else `pre-provision` and step 0.
+pub fn resume_point(state: &State, system: &[Script], at: usize) -> (String, usize) {
+    let keys = state
+        .snapshots
+        .get(PRE_PROVISION)
+        .map(|pre| chain(pre, system))
+        .unwrap_or_default();
+    match deepest(state, &keys, at) {
+        Some((i, tag)) => (tag, i + 1),
+        None => (PRE_PROVISION.to_owned(), 0),
+    }
+}
+
 /// The tag of a checkpoint recorded with `key`.
 pub fn find(state: &State, key: &str) -> Option<String> {
     state

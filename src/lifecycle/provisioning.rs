@@ -197,15 +197,7 @@ fn run_again(
         &format!("attempt {} of {}", tried + 1, policy.retries + 1),
     );
     std::thread::sleep(delay);
-    let keys = state
-        .snapshots
-        .get(PRE_PROVISION)
-        .map(|pre| checkpoints::chain(pre, system))
-        .unwrap_or_default();
-    let (tag, from) = match checkpoints::deepest(state, &keys, index) {
-        Some((i, tag)) => (tag, i + 1),
-        None => (PRE_PROVISION.to_owned(), 0),
-    };
+    let (tag, from) = checkpoints::resume_point(state, system, index);
     let (client, _) = snapshots::restore(instance, state, &tag, rt, reporter)?;
     Ok((client, from))
 }

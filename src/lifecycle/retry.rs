@@ -13,7 +13,7 @@ use crate::exit::Exit;
 use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::provision::scripts::{scripts, system_hash};
-use crate::state::{Milestone, SnapshotRecord, State};
+use crate::state::{Milestone, State};
 use rum_agent::protocol::{RunOn, Script};
 
 /// What `rum retry` is asked to do.
@@ -62,9 +62,9 @@ pub fn retry(
     if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);
     }
-    let Some(pre) = state.snapshots.get(PRE_PROVISION).cloned() else {
+    if !state.snapshots.contains_key(PRE_PROVISION) {
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
-    };
+    }
     // Read before anything is restored: a missing file leaves the VM as it is.
     let all = scripts(&instance.config)?;
     let system: Vec<Script> = all
@@ -81,9 +81,9 @@ pub fn retry(
                     known: system.iter().map(|s| s.name.clone()).collect(),
                 });
             };
-            resume(&state, &pre, &system, at, reporter)
+            resume(&state, &system, at, reporter)
         }
-        _ => resume(&state, &pre, &system, system.len(), reporter),
+        _ => resume(&state, &system, system.len(), reporter),
     };
     reporter.note("Files under [[mounts]] live on the host: the rollback does not touch them.");
 
@@ -103,7 +103,7 @@ pub fn retry(
                 let _ = snapshots::delete(instance, std::slice::from_ref(&tag));
                 state.snapshots.remove(&tag);
                 state.save(&paths.state_file())?;
-                (tag, first) = resume(&state, &pre, &system, first - 1, reporter);
+                (tag, first) = resume(&state, &system, first - 1, reporter);
             }
             Err(e) => return Err(e),
         }
@@ -124,18 +124,8 @@ pub fn retry(
 /// `at` (`system.len()`: after every system step), and the first step that
 /// then runs: the deepest checkpoint before `at` that matches the scripts
 /// on disk now, else `pre-provision`.
-fn resume(
-    state: &State,
-    pre: &SnapshotRecord,
-    system: &[Script],
-    at: usize,
-    reporter: &Reporter,
-) -> (String, usize) {
-    let keys = checkpoints::chain(pre, system);
-    let (tag, first) = match checkpoints::deepest(state, &keys, at) {
-        Some((i, tag)) => (tag, i + 1),
-        None => (PRE_PROVISION.to_owned(), 0),
-    };
+fn resume(state: &State, system: &[Script], at: usize, reporter: &Reporter) -> (String, usize) {
+    let (tag, first) = checkpoints::resume_point(state, system, at);
     if first < at && at < system.len() {
         reporter.note(&format!(
             "No checkpoint right before `{}` matches the steps on disk; starting at `{}`",
