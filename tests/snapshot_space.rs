@@ -1,6 +1,8 @@
 //! Snapshots against a small disk: a save that cannot fit is refused with
-//! the figures, and a disk that fills up in the middle of a save leaves the
-//! older snapshots intact and the image consistent. Needs root (loop mount).
+//! the figures, a disk that fills up in the middle of a save leaves the
+//! older snapshots intact and the image consistent, and a checkpoint that
+//! would not fit is skipped while provisioning goes on. Needs root (loop
+//! mount).
 
 mod support;
 
@@ -55,16 +57,24 @@ fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
     env.rum_env(&all, args)
 }
 
+/// Whether the test may loop-mount; as non-root it is skipped, but never
+/// under `RUM_E2E=1`.
+fn may_mount() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("RUM_E2E").as_deref() != Ok("1"),
+        "this test loop-mounts a filesystem: run it as root"
+    );
+    eprintln!("skipped: needs root for a loop mount");
+    false
+}
+
 #[test]
 fn snapshots_on_a_disk_that_fills_up() {
     let Some(env) = support::e2e() else { return };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var("RUM_E2E").as_deref() != Ok("1"),
-            "this test loop-mounts a filesystem: run it as root"
-        );
-        eprintln!("skipped: needs root for a loop mount");
+    if !may_mount() {
         return;
     }
     let disk = SmallDisk::new(&env.root, 1000);
@@ -141,6 +151,67 @@ fn snapshots_on_a_disk_that_fills_up() {
             "{name} missing from the image: {listed}"
         );
     }
+    rum(&env, &data, &[], &["destroy", "-f"]).assert_success();
+    assert!(env.procs.strays().is_empty());
+}
+
+#[test]
+fn a_checkpoint_that_would_not_fit_is_skipped() {
+    let Some(env) = support::e2e() else { return };
+    if !may_mount() {
+        return;
+    }
+    let disk = SmallDisk::new(&env.root, 2000);
+    let data = disk.mount.join("data");
+    let fill = disk.mount.join("fill");
+    std::fs::create_dir_all(&fill).unwrap();
+    // The first step leaves 600 MiB free on rum's disk, through a share on
+    // it (virtiofs reports the host filesystem's free space): less than the
+    // guest's 1024 MiB of RAM that a checkpoint may need.
+    env.write_rum_toml(&format!(
+        "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/fill\"\n\n\
+         [[provision.system]]\nname = \"one\"\nscript = \"\"\"\n\
+         test -e /mnt/fill/ballast || fallocate -l $(( $(df -m --output=avail /mnt/fill | tail -1) - 600 ))M /mnt/fill/ballast\n\
+         echo 1 >> /var/tmp/one\n\"\"\"\n\n\
+         [[provision.system]]\nname = \"two\"\nscript = \"echo 2 >> /var/tmp/two\"\n",
+        fill.display()
+    ));
+    let up = rum(&env, &data, &[], &["up", "-d"]);
+    up.assert_success();
+    assert!(
+        up.stderr
+            .contains("— Keeping a checkpoint after `one` (not enough free space)"),
+        "{up}"
+    );
+    assert!(
+        up.stderr.contains("MiB are free in"),
+        "the warning says why: {up}"
+    );
+    assert!(up.stderr.contains("✓ two"), "provisioning went on: {up}");
+    let list = rum(&env, &data, &[], &["snapshot", "list"]);
+    assert!(list.stdout.contains("pre-provision"), "{list}");
+    assert!(!list.stdout.contains("step-one"), "{list}");
+
+    // A retry then starts from the checkpoint there is.
+    let retry = rum(&env, &data, &[], &["retry", "--from", "two"]);
+    retry.assert_success();
+    assert!(
+        retry
+            .stderr
+            .contains("Restoring the `pre-provision` snapshot"),
+        "{retry}"
+    );
+    let traces = rum(
+        &env,
+        &data,
+        &[],
+        &["exec", "--", "cat", "/var/tmp/one", "/var/tmp/two"],
+    );
+    traces.assert_success();
+    assert_eq!(
+        traces.stdout, "1\n2\n",
+        "each step ran once since pre-provision"
+    );
     rum(&env, &data, &[], &["destroy", "-f"]).assert_success();
     assert!(env.procs.strays().is_empty());
 }

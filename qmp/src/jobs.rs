@@ -7,6 +7,8 @@ use tokio::time::Instant;
 
 /// How often job status is polled when no status event arrives.
 const POLL: Duration = Duration::from_millis(200);
+/// The ids of the jobs rum starts; any other job is somebody else's.
+const PREFIX: &str = "rum-";
 
 impl Qmp {
     /// Starts a job with `command` (whose `job-id` is `id`), waits until it
@@ -15,9 +17,35 @@ impl Qmp {
     where
         C: qmp::QmpCommand,
     {
-        let mut events = self.events();
-        self.execute(command).await?;
         let deadline = Instant::now() + timeout;
+        self.settle_leftovers(deadline).await?;
+        self.execute(command).await?;
+        self.wait_and_dismiss(id, deadline, <C as qapi::Command>::NAME)
+            .await
+    }
+
+    /// Waits for and dismisses the jobs a killed rum left behind: QEMU keeps
+    /// running a snapshot job whose client died, and keeps it, concluded,
+    /// until dismissed, so a second job with its id would be refused.
+    async fn settle_leftovers(&self, deadline: Instant) -> Result<(), QmpError> {
+        let jobs = self.execute(qmp::query_jobs {}).await?;
+        for job in jobs.into_iter().filter(|j| j.id.starts_with(PREFIX)) {
+            // Its outcome was for the rum that died; this one starts afresh.
+            let _ = self
+                .wait_and_dismiss(&job.id, deadline, "a leftover job")
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn wait_and_dismiss(
+        &self,
+        id: &str,
+        deadline: Instant,
+        name: &'static str,
+    ) -> Result<(), QmpError> {
+        let mut events = self.events();
+        let timeout = deadline.saturating_duration_since(Instant::now());
         loop {
             let jobs = self.execute(qmp::query_jobs {}).await?;
             let Some(job) = jobs.into_iter().find(|j| j.id == id) else {
@@ -33,7 +61,6 @@ impl Qmp {
                     None => Ok(()),
                 };
             }
-            let name = <C as qapi::Command>::NAME;
             tokio::select! {
                 _ = wait_for_status_change(&mut events, id) => {}
                 _ = tokio::time::sleep(POLL) => {}

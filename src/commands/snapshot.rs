@@ -67,13 +67,11 @@ pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Resul
         Action::Delete(name) => {
             snapshots::existing(name, &known)?;
             let step = reporter.step(format!("Deleting `{name}`"));
-            if let Err(e) = snapshots::delete(&instance, &[name.to_owned()]) {
+            if let Err(e) = snapshots::delete(&instance, &mut state, &[name.to_owned()]) {
                 step.fail(&e.to_string());
                 return Err(e.into());
             }
             step.done();
-            state.snapshots.remove(name);
-            state.save(&instance.paths.state_file())?;
             reporter.result(
                 &format!("Deleted `{name}`"),
                 &serde_json::json!({ "deleted": name }),

@@ -227,12 +227,8 @@ fn keep_checkpoint(
     let budget = instance.config.advanced.checkpoints as usize;
     let prune = checkpoints::to_prune(state, &keys, budget, &tag);
     if !prune.is_empty() {
-        match snapshots::delete(instance, &prune) {
+        match snapshots::delete(instance, state, &prune) {
             Ok(()) => {
-                for gone in &prune {
-                    state.snapshots.remove(gone);
-                }
-                let _ = state.save(&instance.paths.state_file());
                 reporter.note(&format!(
                     "Deleted checkpoint {} to keep at most {budget} ([advanced] checkpoints)",
                     prune.join(", ")

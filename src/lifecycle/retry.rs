@@ -100,9 +100,10 @@ pub fn retry(
                 let why = format!("the `{tag}` checkpoint could not be loaded: {e}");
                 reporter.warn(&format!("{why}; falling back to an earlier one"));
                 state.retrying(Milestone::SnapshotTaken, failures, 0, &why);
-                let _ = snapshots::delete(instance, std::slice::from_ref(&tag));
-                state.snapshots.remove(&tag);
-                state.save(&paths.state_file())?;
+                if snapshots::delete(instance, &mut state, std::slice::from_ref(&tag)).is_err() {
+                    state.snapshots.remove(&tag);
+                    state.save(&paths.state_file())?;
+                }
                 (tag, first) = resume(&state, &system, first - 1, reporter);
             }
             Err(e) => return Err(e),
@@ -183,15 +184,12 @@ fn drop_snapshots(
         return Ok(Exit::Success);
     }
     let step = reporter.step(format!("Deleting {}", tags.join(", ")));
-    match snapshots::delete(instance, &tags) {
+    match snapshots::delete(instance, state, &tags) {
         Ok(()) => step.done(),
         Err(e) => {
             step.fail(&e.to_string());
             return Err(e);
         }
-    }
-    for tag in &tags {
-        state.snapshots.remove(tag);
     }
     state.reset(Milestone::SnapshotTaken);
     state.save(&instance.paths.state_file())?;

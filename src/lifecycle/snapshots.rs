@@ -49,11 +49,16 @@ pub async fn save(
         .into());
     }
     let qmp = connect(&instance.paths.qmp_socket()).await?;
+    // The old record goes first: a rum killed from here on leaves a tag
+    // with no record, which nothing restores, never a record of new state.
+    if state.snapshots.remove(tag).is_some() {
+        state.save(&instance.paths.state_file())?;
+    }
     // snapshot-save refuses an existing name; one can be on disk without a
     // record (a save whose rum was killed before it recorded it).
-    let on_disk = crate::disk::snapshots(&instance.paths.overlay())
-        .is_ok_and(|all| all.iter().any(|s| s.name == tag));
-    if state.snapshots.contains_key(tag) || on_disk {
+    if crate::disk::snapshots(&instance.paths.overlay())
+        .map_or(true, |all| all.iter().any(|s| s.name == tag))
+    {
         let _ = qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT).await;
     }
     if let Err(e) = qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT).await {
@@ -182,9 +187,30 @@ fn load(
     }
 }
 
-/// Deletes `tags` from the VM's disks: through its QEMU when it runs, else
-/// through a QEMU started just for that (no guest, only the disks).
-pub fn delete(instance: &Instance, tags: &[String]) -> Result<(), LifecycleError> {
+/// Forgets `tags` and deletes them from the VM's disks. The records go
+/// first, so a rum killed halfway leaves snapshots nothing restores rather
+/// than records of snapshots that are gone; they come back if QEMU refuses.
+pub fn delete(
+    instance: &Instance,
+    state: &mut State,
+    tags: &[String],
+) -> Result<(), LifecycleError> {
+    let records: Vec<_> = tags
+        .iter()
+        .filter_map(|t| state.snapshots.remove_entry(t))
+        .collect();
+    state.save(&instance.paths.state_file())?;
+    let deleted = delete_from_disks(instance, tags);
+    if deleted.is_err() {
+        state.snapshots.extend(records);
+        state.save(&instance.paths.state_file())?;
+    }
+    deleted
+}
+
+/// Deletes `tags` through the VM's QEMU when it runs, else through a QEMU
+/// started just for that (no guest, only the disks).
+fn delete_from_disks(instance: &Instance, tags: &[String]) -> Result<(), LifecycleError> {
     let rt = super::runtime();
     if let Some(info) = instance.running() {
         return rt.block_on(async {
