@@ -4,6 +4,8 @@
 //! - `RUM_TEST_FAIL_AFTER=<milestone>`: fail right after that milestone.
 //! - `RUM_TEST_PAUSE_AT=<point>` with `RUM_TEST_GATE=<file>`: at that point
 //!   rum writes its pid to `<file>.reached` and waits until `<file>` exists.
+//!   A point `job:<id>` is right after QEMU started the job `<id>`
+//!   (`rum-save-<tag>`, `rum-load-<tag>`, `rum-delete-<tag>`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -32,4 +34,9 @@ pub fn pause(point: &str) {
     while !gate.exists() && started.elapsed() < GATE_LIMIT {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The pause point `job:<id>`, for rum-qmp's job hook.
+pub fn job_started(id: &str) {
+    pause(&format!("job:{id}"));
 }

@@ -30,29 +30,57 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
-/// Starts `rum retry`, and once its output shows `line`, waits `after` and
-/// kills it with SIGKILL (no handler, no rollback). Returns what it printed.
-fn kill_retry_at(env: &E2e, line: &str, after: Duration) -> String {
+/// Where `rum retry` is killed.
+enum At<'a> {
+    /// Once its output shows this line, after a delay.
+    Line(&'a str, Duration),
+    /// While QEMU runs the job with this id (rum paused right after it
+    /// started it, through the test hook).
+    Job(&'a str),
+}
+
+/// Starts `rum retry` and kills it with SIGKILL (no handler, no rollback)
+/// at `at`. Returns what it printed.
+fn kill_retry(env: &E2e, at: At) -> String {
     let dir = env.dir("killed");
-    let log = dir.join(format!("{}.log", std::fs::read_dir(&dir).unwrap().count()));
+    let n = std::fs::read_dir(&dir).unwrap().count();
+    let log = dir.join(format!("{n}.log"));
+    let gate = dir.join(format!("{n}.gate"));
+    let reached = dir.join(format!("{n}.gate.reached"));
     let mut cmd = env.rum_command();
     cmd.arg("retry")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
+    if let At::Job(id) = at {
+        cmd.env("RUM_TEST_PAUSE_AT", format!("job:{id}"))
+            .env("RUM_TEST_GATE", &gate);
+    }
     let pid = env.procs.spawn(&mut cmd);
     let printed = || std::fs::read_to_string(&log).unwrap_or_default();
-    let reached = wait_until(Duration::from_secs(600), Duration::from_millis(10), || {
-        printed().contains(line) || env.procs.try_wait(pid).is_some()
+    let there = || match at {
+        At::Line(line, _) => printed().contains(line),
+        At::Job(_) => reached.exists(),
+    };
+    let ok = wait_until(Duration::from_secs(600), Duration::from_millis(10), || {
+        there() || env.procs.try_wait(pid).is_some()
     });
-    assert!(
-        reached && printed().contains(line),
-        "never reached `{line}`:\n{}",
-        printed()
-    );
-    std::thread::sleep(after);
+    assert!(ok && there(), "rum retry never got there:\n{}", printed());
+    if let At::Line(_, after) = at {
+        std::thread::sleep(after);
+    }
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     env.procs.wait_timeout(pid, Duration::from_secs(10));
     printed()
+}
+
+/// The next retry after a killed one: it succeeds, every restore loads and
+/// every checkpoint is kept.
+fn retry_cleanly(env: &E2e) -> String {
+    let retry = env.rum(&["retry"]);
+    retry.assert_success();
+    assert!(!retry.stderr.contains("could not be loaded"), "{retry}");
+    assert!(!retry.stderr.contains("✗"), "{retry}");
+    retry.stderr.clone()
 }
 
 fn overlay(env: &E2e) -> std::path::PathBuf {
@@ -82,25 +110,25 @@ fn a_killed_retry_leaves_a_vm_the_next_retry_can_use() {
     env.rum(&["up", "-d"]).assert_success();
     assert_eq!(traces(&env), "one:1 \ntwo:2 \nthree:3 \n");
 
-    // Killed while saving the post-system checkpoint of an edited last step,
-    // right as it starts and well into it.
-    for (n, after) in [0, 300].into_iter().enumerate() {
+    // Killed while QEMU saves the post-system checkpoint of an edited last
+    // step, and right as rum starts that save.
+    let saves = [
+        At::Job("rum-save-post-system"),
+        At::Line("… Keeping a post-system checkpoint", Duration::ZERO),
+    ];
+    for (n, at) in saves.into_iter().enumerate() {
         write(
             &steps,
             "three.sh",
             &format!("echo 3-{n} >> /var/tmp/three\n"),
         );
-        let killed = kill_retry_at(
-            &env,
-            "… Keeping a post-system checkpoint",
-            Duration::from_millis(after),
-        );
+        let killed = kill_retry(&env, at);
         assert!(killed.contains("✓ three"), "{killed}");
         // The last step back as it was. Its old checkpoint was given up
         // before the save began (or, killed before that, is still good), so
         // the guest never shows the killed run's edit.
         write(&steps, "three.sh", "echo 3 >> /var/tmp/three\n");
-        env.rum(&["retry"]).assert_success();
+        retry_cleanly(&env);
         assert_eq!(
             traces(&env),
             "one:1 \ntwo:2 \nthree:3 \n",
@@ -108,37 +136,35 @@ fn a_killed_retry_leaves_a_vm_the_next_retry_can_use() {
         );
     }
 
-    // Killed while restoring into the running VM, at three moments.
-    for (n, after) in [0, 150, 400].into_iter().enumerate() {
+    // Killed while QEMU loads a checkpoint into the running VM, and around it.
+    let loads = [
+        At::Job("rum-load-step-two"),
+        At::Line("… Restoring the `step-two` snapshot", Duration::ZERO),
+        At::Line(
+            "… Restoring the `step-two` snapshot",
+            Duration::from_millis(300),
+        ),
+    ];
+    for (n, at) in loads.into_iter().enumerate() {
         write(
             &steps,
             "three.sh",
             &format!("echo 3r{n} >> /var/tmp/three\n"),
         );
-        kill_retry_at(
-            &env,
-            "… Restoring the `step-two` snapshot",
-            Duration::from_millis(after),
-        );
-        let retry = env.rum(&["retry"]);
-        retry.assert_success();
+        kill_retry(&env, at);
+        let retry = retry_cleanly(&env);
         assert!(
-            retry.stderr.contains("Restoring the `step-two` snapshot"),
+            retry.contains("✓ Restoring the `step-two` snapshot"),
             "{retry}"
         );
         assert_eq!(traces(&env), format!("one:1 \ntwo:2 \nthree:3r{n} \n"));
     }
 
-    // Killed while restoring into a fresh QEMU on a stopped VM.
+    // Killed while QEMU loads into a fresh QEMU on a stopped VM.
     env.rum(&["down"]).assert_success();
     write(&steps, "three.sh", "echo 3s >> /var/tmp/three\n");
-    kill_retry_at(
-        &env,
-        "… Restoring the `step-two` snapshot",
-        Duration::from_millis(200),
-    );
-    let retry = env.rum(&["retry"]);
-    retry.assert_success();
+    kill_retry(&env, At::Job("rum-load-step-two"));
+    retry_cleanly(&env);
     assert_eq!(traces(&env), "one:1 \ntwo:2 \nthree:3s \n");
 
     // Each checkpoint once in the image, and the image consistent.

@@ -43,6 +43,40 @@ pub enum QmpError {
     JobVanished { id: String },
 }
 
+/// The id of the command that `drain` waits for the answer to.
+const DRAIN_ID: &str = "rum-drain";
+
+/// Waits, on a connection of its own, until QEMU has answered every command
+/// of an earlier client. A client killed while QEMU's main loop was busy
+/// (loading a snapshot) leaves a command that QEMU answers later, to
+/// whoever is connected then, with an id that may be one of ours.
+async fn drain(path: &Path) -> Result<(), QmpError> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let io = |source| QmpError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(path).await.map_err(io)?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // The greeting, then capabilities: commands run in order, so its
+    // answer comes after every earlier one.
+    lines.next_line().await.map_err(io)?;
+    let command = qapi::Execute::new(qmp::qmp_capabilities { enable: None }, Some(DRAIN_ID));
+    let mut text = serde_json::to_string(&command).expect("serializes");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await.map_err(io)?;
+    while let Some(line) = lines.next_line().await.map_err(io)? {
+        let reply: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if reply.get("id").and_then(|id| id.as_str()) == Some(DRAIN_ID) {
+            return Ok(());
+        }
+    }
+    Err(QmpError::Disconnected {
+        reason: "it closed the connection during the handshake".into(),
+    })
+}
+
 /// A negotiated QMP connection.
 pub struct Qmp {
     service: QapiService<Writer>,
@@ -52,6 +86,8 @@ pub struct Qmp {
     reader: tokio::task::JoinHandle<()>,
     version: String,
     timeout: Duration,
+    /// Called with a job's id once QEMU has started it (tests pause there).
+    pub(crate) job_started: Option<fn(&str)>,
 }
 
 impl Qmp {
@@ -60,6 +96,7 @@ impl Qmp {
     /// timeout of every later command).
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
         let handshake = async {
+            drain(path).await?;
             let negotiation =
                 QmpStreamTokio::open_uds(path)
                     .await
@@ -112,7 +149,15 @@ impl Qmp {
             reader,
             version,
             timeout,
+            job_started: None,
         })
+    }
+
+    /// Has `hook` called with each job's id right after QEMU started it, so
+    /// that a test can stop the caller while the job runs.
+    pub fn on_job_started(mut self, hook: fn(&str)) -> Self {
+        self.job_started = Some(hook);
+        self
     }
 
     /// QEMU's version from the greeting, e.g. "10.0.2".

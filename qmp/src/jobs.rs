@@ -20,6 +20,9 @@ impl Qmp {
         let deadline = Instant::now() + timeout;
         self.settle_leftovers(deadline).await?;
         self.execute(command).await?;
+        if let Some(hook) = self.job_started {
+            hook(id);
+        }
         self.wait_and_dismiss(id, deadline, <C as qapi::Command>::NAME)
             .await
     }

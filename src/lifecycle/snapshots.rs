@@ -259,7 +259,8 @@ async fn delete_all(qmp: &Qmp, tags: &[String], nodes: &[String]) -> Result<(), 
 }
 
 async fn connect(socket: &Path) -> Result<Qmp, SnapshotError> {
-    Ok(Qmp::connect(socket, CONNECT).await?)
+    let qmp = Qmp::connect(socket, CONNECT).await?;
+    Ok(qmp.on_job_started(crate::testhook::job_started))
 }
 
 /// A name `rum snapshot create` may use, or the default `snap-<time>`; one
