@@ -96,6 +96,17 @@ pub enum Command {
         /// not an instant restore
         #[arg(long, conflicts_with_all = ["from", "done"])]
         reset: bool,
+        /// Refuse (exit 2) before restoring when rum.toml differs in ways a
+        /// retry cannot apply, instead of running and naming them (for CI)
+        #[arg(long, conflicts_with = "done")]
+        strict: bool,
+    },
+    /// Apply rum.toml edits to the running VM where that can be done live
+    /// (port forwards) and name the rest with what they need
+    Reload {
+        /// Say what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show provisioning logs: the latest attempt's, the latest failed script's, or a list
     Log {

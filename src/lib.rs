@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod drift;
 pub mod error;
 pub mod exit;
 pub mod fsutil;

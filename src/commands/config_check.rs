@@ -21,8 +21,12 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
         .iter()
         .map(|w| json!({"key": w.path.to_string(), "message": w.message}))
         .collect();
+    // For an existing VM: how rum.toml differs from what it has.
+    let changes = crate::drift::changes(&paths.applied(), config);
+    let mut text = summary(config, &paths);
+    text += &crate::drift::Report(&changes).to_string();
     reporter.result(
-        &summary(config, &paths),
+        &text,
         &json!({
             "file": config.file,
             "instance": paths.id,
@@ -30,6 +34,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
             "runtime_dir": paths.runtime,
             "config": config,
             "warnings": warnings,
+            "changes": changes,
         }),
     );
     Ok(Exit::Success)

@@ -48,11 +48,22 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             source,
             destination,
         } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
-        Command::Retry { from, done, reset } => {
+        Command::Retry {
+            from,
+            done,
+            reset,
+            strict,
+        } => {
             use crate::lifecycle::retry::{RetryMode, retry};
             let mode = RetryMode::from_flags(from.as_deref(), *done, *reset);
             let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
-            Ok(retry(&instance, mode, reporter)?)
+            Ok(retry(&instance, mode, *strict, reporter)?)
+        }
+        Command::Reload { dry_run } => {
+            let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
+            Ok(crate::lifecycle::reload::reload(
+                &instance, *dry_run, reporter,
+            )?)
         }
         Command::Log {
             failed,

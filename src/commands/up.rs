@@ -50,7 +50,7 @@ fn foreground(instance: &Instance, mut status: Exit, reporter: &Reporter) -> Res
         });
         match input {
             Input::Retry => {
-                status = match retry(instance, RetryMode::Full, reporter) {
+                status = match retry(instance, RetryMode::Full, false, reporter) {
                     Ok(status) => status,
                     Err(e) => {
                         let e = Error::from(e);

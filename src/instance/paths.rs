@@ -99,6 +99,11 @@ impl InstancePaths {
         InstanceLock::acquire(&self.lock_file(), self.id.as_str(), command, wait)
     }
 
+    /// What rum.toml stated when each fact was applied (`drift::Applied`).
+    pub fn applied(&self) -> PathBuf {
+        self.data.join("applied.json")
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.data.join("state.json")
     }

@@ -8,9 +8,10 @@ use super::error::LifecycleError;
 use super::error::UpError;
 use super::milestones::Milestones;
 use super::plan::{self, Inputs};
-use super::{Instance, RuntimeInfo, guest, runtime};
+use super::{Instance, RuntimeInfo, guest, reload, runtime};
 use crate::clock::unix_now;
 use crate::config::FirmwareChoice;
+use crate::drift::Applies;
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
@@ -52,6 +53,7 @@ pub fn bring_up(
         reporter,
         guard,
         steps: Milestones::new(state, &instance.paths, reporter),
+        made: false,
     };
     let (spec, host) = boot.prepare(restoring.is_some())?;
     if let Some(restoring) = &restoring {
@@ -75,6 +77,8 @@ struct Boot<'a> {
     reporter: &'a Reporter,
     guard: &'a mut Guard,
     steps: Milestones<'a>,
+    /// The overlay was made in this run: a new VM, or one `--reset`.
+    made: bool,
 }
 
 impl Boot<'_> {
@@ -111,6 +115,10 @@ impl Boot<'_> {
                 _ => Ok(()),
             }
         });
+        // Fixed when the VM is made: its snapshots depend on them.
+        if self.made {
+            self.steps.state.hotplug_ports = plan::hotplug_ports(&machine);
+        }
         let plan = plan::plan(&Inputs {
             config,
             paths,
@@ -121,6 +129,7 @@ impl Boot<'_> {
             mac: &guest.mac_address,
             ssh_port,
             paused,
+            hotplug_ports: self.steps.state.hotplug_ports,
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);
@@ -158,6 +167,7 @@ impl Boot<'_> {
                     Ok(())
                 },
             )?;
+            self.made = true;
         }
         let missing: Vec<_> = config
             .drives
@@ -272,6 +282,13 @@ impl Boot<'_> {
                 path: paths.runtime_info(),
                 source,
             })?;
+        // A new VM has all of rum.toml; any boot has its forwards and shares.
+        let kinds: &[Applies] = if self.made {
+            &Applies::ALL
+        } else {
+            &[Applies::Live, Applies::NextBoot]
+        };
+        reload::record(self.instance, kinds);
         Ok(info)
     }
 
@@ -368,7 +385,7 @@ fn create_atomically(
     Ok(())
 }
 
-fn check_port_free(bind: IpAddr, port: u16) -> Result<(), UpError> {
+pub(super) fn check_port_free(bind: IpAddr, port: u16) -> Result<(), UpError> {
     TcpListener::bind((bind, port))
         .map(drop)
         .map_err(|_| UpError::PortTaken { bind, port })

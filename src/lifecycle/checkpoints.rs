@@ -172,6 +172,7 @@ mod tests {
                 drives: vec![],
                 mounts: vec![],
                 agent: Transport::Serial,
+                hotplug_ports: 0,
             },
             rum_owned: true,
             system_scripts: None,

@@ -135,6 +135,25 @@ impl SnapshotError {
     }
 }
 
+/// Applying rum.toml edits to a running VM.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Qmp(#[from] rum_qmp::QmpError),
+    #[error("QEMU refused `{command}`: {qemu}; the VM forwards what it did before")]
+    Refused { command: String, qemu: String },
+    #[error(
+        "rum.toml differs in ways `rum retry` cannot apply ({0}); without --strict the retry runs and names them, or apply them as listed above"
+    )]
+    Strict(String),
+}
+
+impl ReloadError {
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ReloadError::Strict(_))
+    }
+}
+
 /// `rum destroy`.
 #[derive(Debug, thiserror::Error)]
 pub enum DestroyError {
@@ -185,6 +204,8 @@ pub enum LifecycleError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Provision(#[from] provision::ProvisionError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
     #[error("There is no system step `{name}`; {}", if .known.is_empty() { "rum.toml has none".to_owned() } else { format!("there are: {}, or `boot` for the boot steps", .known.join(", ")) })]
     UnknownStep { name: String, known: Vec<String> },
     #[error("Cannot write {}", .path.display())]
@@ -213,6 +234,7 @@ impl LifecycleError {
             LifecycleError::Destroy(e) => e.is_usage(),
             LifecycleError::Snapshot(e) => e.is_usage(),
             LifecycleError::Provision(e) => e.is_usage(),
+            LifecycleError::Reload(e) => e.is_usage(),
             LifecycleError::Identity(_)
             | LifecycleError::State(_)
             | LifecycleError::Injected(_)

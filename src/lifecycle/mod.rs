@@ -9,13 +9,14 @@ mod guest;
 mod milestones;
 pub mod plan;
 pub mod provisioning;
+pub mod reload;
 pub mod retry;
 mod runtime;
 pub mod snapshots;
 pub mod stop;
 pub mod up;
 
-pub use error::{AgentError, LifecycleError, SnapshotError};
+pub use error::{AgentError, LifecycleError, ReloadError, SnapshotError};
 pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};

@@ -28,6 +28,8 @@ pub struct Inputs<'a> {
     pub ssh_port: u16,
     /// Started with stopped CPUs, to load a snapshot first.
     pub paused: bool,
+    /// The VM's spare PCIe root ports (`State::hotplug_ports`).
+    pub hotplug_ports: u8,
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -71,15 +73,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         agent,
         mac: inputs.mac.to_owned(),
         ssh_port: inputs.ssh_port,
-        forwards: config
-            .ports
-            .iter()
-            .map(|p| Forward {
-                bind: p.bind,
-                host: p.host.get(),
-                guest: p.guest.get(),
-            })
-            .collect(),
+        forwards: config.ports.iter().map(Forward::from).collect(),
         shares: config
             .mounts
             .iter()
@@ -89,6 +83,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
                 socket: paths.virtiofs_socket(i),
             })
             .collect(),
+        hotplug_ports: inputs.hotplug_ports,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
         pid_file: paths.qemu_pid(),
@@ -96,6 +91,19 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
     };
     Ok(Plan { spec, warnings })
 }
+
+/// Spare PCIe root ports a new VM gets: a few on q35 (PCIe hot-plug needs
+/// a free root port), none on machines without PCIe.
+pub fn hotplug_ports(machine: &str) -> u8 {
+    if machine.contains("q35") {
+        HOTPLUG_PORTS
+    } else {
+        0
+    }
+}
+
+/// Enough for a few mounts added while the VM runs.
+const HOTPLUG_PORTS: u8 = 4;
 
 /// The accelerator, and whether `auto` fell back to TCG.
 pub fn accel(env: Option<&str>, config: AccelChoice, kvm: bool) -> Result<(Accel, bool), UpError> {

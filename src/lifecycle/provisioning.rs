@@ -9,6 +9,7 @@ use super::error::{LifecycleError, SnapshotError};
 use super::milestones::Milestones;
 use super::snapshots;
 use super::{Instance, RuntimeInfo};
+use crate::drift::Applies;
 use crate::exit::Exit;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
@@ -64,6 +65,7 @@ pub fn provision(
     state.provision_attempts += 1;
     let number = state.provision_attempts;
     state.save(&instance.paths.state_file())?;
+    super::reload::record(instance, &[Applies::Now]);
     // A phase with no scripts is trivially done.
     if system.is_empty() {
         state.complete(Milestone::SystemProvisioned);

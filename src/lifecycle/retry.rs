@@ -5,8 +5,9 @@
 use super::checkpoints;
 use super::checkpoints::{POST_SYSTEM, PRE_PROVISION};
 use super::error::LifecycleError;
-use super::error::SnapshotError;
+use super::error::{ReloadError, SnapshotError};
 use super::provisioning;
+use super::reload;
 use super::snapshots;
 use super::{Instance, runtime};
 use crate::exit::Exit;
@@ -47,6 +48,7 @@ impl RetryMode {
 pub fn retry(
     instance: &Instance,
     mode: RetryMode,
+    strict: bool,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
     let paths = &instance.paths;
@@ -64,6 +66,16 @@ pub fn retry(
     }
     if !state.snapshots.contains_key(PRE_PROVISION) {
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
+    }
+    // What a retry cannot apply: named at the end, or refused up front.
+    let unapplied: Vec<_> = reload::changes(instance)
+        .into_iter()
+        .filter(|c| !c.applies.is_applied_by_retry())
+        .collect();
+    if strict && !unapplied.is_empty() {
+        reload::show(&unapplied, reporter);
+        let keys: Vec<_> = unapplied.iter().map(|c| c.key.as_str()).collect();
+        return Err(ReloadError::Strict(keys.join(", ")).into());
     }
     // Read before anything is restored: a missing file leaves the VM as it is.
     let all = scripts(&instance.config)?;
@@ -114,6 +126,7 @@ pub fn retry(
         instance, &mut state, &info, client, &all, first, &rt, reporter,
     )?;
     let ok = status == Exit::Success;
+    reload::show(&unapplied, reporter);
     reporter.result(
         if ok { "Provisioned after the rollback" } else { "Provisioning failed after the rollback" },
         &serde_json::json!({ "instance": paths.id, "restored": tag, "provisioned": ok, "attempt": state.provision_attempts }),

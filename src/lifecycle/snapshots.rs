@@ -147,6 +147,14 @@ pub fn restore(
     if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
         reporter.warn(&format!("Could not set the guest clock: {e}"));
     }
+    // The snapshot has the forwards it was taken with; rum.toml's go on top.
+    let info = match super::reload::apply_live(instance, &info, reporter) {
+        Ok(now) => now,
+        Err(e) => {
+            reporter.warn(&format!("Could not apply rum.toml's port forwards: {e}"));
+            info
+        }
+    };
     Ok((client, info))
 }
 

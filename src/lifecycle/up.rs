@@ -5,6 +5,7 @@
 use super::boot::{self, Booted};
 use super::error::LifecycleError;
 use super::provisioning;
+use super::reload;
 use super::{Instance, RuntimeInfo, runtime};
 use crate::exit::Exit;
 use crate::guard::Guard;
@@ -22,7 +23,8 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     // own (and, on failure, remove) what is in its directory.
     let _lock = paths.lock("rum up", LockWait::No)?;
     let mut guard = Guard::new();
-    if paths.is_fresh()? {
+    let fresh = paths.is_fresh()?;
+    if fresh {
         let data = paths.data.clone();
         guard.push("instance directory", move || {
             std::fs::remove_dir_all(&data).map_err(|e| e.to_string())
@@ -30,6 +32,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     }
     if let Some(pid) = instance.qemu_pid() {
         guard.disarm();
+        reload::report(instance, reporter);
         reporter.result(
             &format!(
                 "`{}` is already running (pid {pid}); `rum ssh` or `rum exec` to use it",
@@ -44,6 +47,10 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     let Booted { client, info } =
         boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
     guard.disarm();
+    if !fresh {
+        // What this boot did not apply (the boot applied forwards and shares).
+        reload::report(instance, reporter);
+    }
     let version = client.agent().clone();
     let status = after_boot(instance, &mut state, &info, client, &rt, reporter)?;
     reporter.result(

@@ -71,6 +71,15 @@ impl Reporter {
         }
     }
 
+    /// A block of lines for people (on stderr); JSON readers get `data` as
+    /// an `event` of its own.
+    pub fn block<T: Serialize>(&self, event: &str, human: &str, data: &T) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": event, "data": data})),
+            _ => eprint!("{human}"),
+        }
+    }
+
     /// A step whose own output follows it (provisioning): no spinner, the
     /// start is a line of its own and `phase_finished` gives the outcome.
     pub fn phase_started(&self, title: &str) {

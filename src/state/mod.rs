@@ -131,6 +131,10 @@ pub struct State {
     /// Provisioning runs so far; each has a log directory of its own.
     #[serde(default)]
     pub provision_attempts: u32,
+    /// Spare PCIe root ports for hot-plugged devices, fixed when the VM is
+    /// made (part of its device set); none for VMs made before rum had them.
+    #[serde(default)]
+    pub hotplug_ports: u8,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,9 @@ pub struct DeviceSet {
     /// virtiofs tags, in order.
     pub mounts: Vec<String>,
     pub agent: Transport,
+    /// Spare PCIe root ports (with them, guest RAM is always shared memory).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hotplug_ports: u8,
 }
 
 impl DeviceSet {
@@ -70,6 +73,7 @@ impl DeviceSet {
             drives: spec.drives.iter().map(|d| d.name.clone()).collect(),
             mounts: spec.shares.iter().map(|s| s.tag.clone()).collect(),
             agent: spec.transport(),
+            hotplug_ports: spec.hotplug_ports,
         }
     }
 
@@ -105,8 +109,18 @@ impl DeviceSet {
             self.agent.to_string(),
             now.agent.to_string(),
         );
+        field(
+            "spare PCIe ports",
+            self.hotplug_ports.to_string(),
+            now.hotplug_ports.to_string(),
+        );
         out
     }
+}
+
+/// An older record (none) reads and writes as it always did.
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 fn list(items: &[String]) -> String {
@@ -131,6 +145,7 @@ mod tests {
             drives: vec![],
             mounts: vec!["mnt-project".into()],
             agent: Transport::Serial,
+            hotplug_ports: 4,
         }
     }
 

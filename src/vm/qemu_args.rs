@@ -1,11 +1,31 @@
 //! The QEMU command line for a VM: a pure function of a fully resolved spec
 //! (no probing here; `host` does that once).
 
-use super::spec::{AGENT_PORT, Accel, AgentChannel, ROOT_NODE, VmSpec, drive_node};
+use super::spec::{AGENT_PORT, Accel, AgentChannel, Forward, ROOT_NODE, VmSpec, drive_node};
 use rum_firmware::Firmware;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// Spare root ports are `hp0`, `hp1`, …
+pub const HOTPLUG_PORT: &str = "hp";
+
+/// The user-mode network's id, which `hostfwd_add`/`hostfwd_remove` name.
+pub const NETDEV: &str = "net0";
+
+/// A forward's `hostfwd` rule: `tcp:BIND:HOST-:GUEST`.
+pub fn hostfwd_rule(f: &Forward) -> String {
+    format!("{}-:{}", hostfwd_source(f), f.guest)
+}
+
+/// The host side of a forward, which `hostfwd_remove` takes: `tcp:BIND:HOST`.
+pub fn hostfwd_source(f: &Forward) -> String {
+    let bind = match f.bind {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    format!("tcp:{bind}:{}", f.host)
+}
 
 pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     let mut a = Args::default();
@@ -28,8 +48,9 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         machine += if *requires_smm { ",smm=on" } else { ",smm=off" };
         machine += ",pflash0=fw-code,pflash1=fw-vars";
     }
-    // vhost-user (virtiofsd) needs guest RAM it can map: shared memfd.
-    if !spec.shares.is_empty() {
+    // vhost-user (virtiofsd) needs guest RAM it can map: shared memfd, from
+    // the start when a share may be plugged in later.
+    if !spec.shares.is_empty() || spec.hotplug_ports > 0 {
         machine += ",memory-backend=mem0";
         a.plain([
             "-object",
@@ -106,19 +127,18 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     ]);
     a.plain(["-device", "scsi-cd,drive=seed,bus=scsi0.0"]);
 
-    let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", spec.ssh_port);
+    let mut netdev = format!(
+        "user,id={NETDEV},hostfwd=tcp:127.0.0.1:{}-:22",
+        spec.ssh_port
+    );
     for f in &spec.forwards {
-        let bind = match f.bind {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        netdev += &format!(",hostfwd=tcp:{bind}:{}-:{}", f.host, f.guest);
+        netdev += &format!(",hostfwd={}", hostfwd_rule(f));
     }
     a.plain([
         "-netdev",
         &netdev,
         "-device",
-        &format!("virtio-net-pci,netdev=net0,mac={}", spec.mac),
+        &format!("virtio-net-pci,netdev={NETDEV},mac={}", spec.mac),
     ]);
 
     match &spec.agent {
@@ -146,6 +166,16 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         ]);
     }
     a.plain(["-device", "virtio-rng-pci"]);
+    // Last, so that the devices before them keep their slots.
+    for i in 0..spec.hotplug_ports {
+        a.plain([
+            "-device",
+            &format!(
+                "pcie-root-port,id={HOTPLUG_PORT}{i},chassis={},bus=pcie.0",
+                u32::from(i) + 1
+            ),
+        ]);
+    }
     a.0
 }
 

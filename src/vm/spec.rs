@@ -69,6 +69,16 @@ pub struct Forward {
     pub guest: u16,
 }
 
+impl From<&crate::config::PortForward> for Forward {
+    fn from(p: &crate::config::PortForward) -> Self {
+        Self {
+            bind: p.bind,
+            host: p.host.get(),
+            guest: p.guest.get(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
     pub name: String,
@@ -86,6 +96,8 @@ pub struct VmSpec {
     pub ssh_port: u16,
     pub forwards: Vec<Forward>,
     pub shares: Vec<Share>,
+    /// Spare PCIe root ports `hp0`, `hp1`, … for devices plugged later.
+    pub hotplug_ports: u8,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
     pub pid_file: PathBuf,

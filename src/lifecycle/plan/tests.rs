@@ -50,6 +50,7 @@ fn inputs<'a>(
         mac: "52:54:00:00:00:01",
         ssh_port: 40022,
         paused: false,
+        hotplug_ports: 4,
     }
 }
 

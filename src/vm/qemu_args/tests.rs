@@ -31,6 +31,7 @@ fn spec() -> VmSpec {
             guest: 80,
         }],
         shares: vec![],
+        hotplug_ports: 0,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
         pid_file: run.join("qemu.pid"),
@@ -106,6 +107,22 @@ virtserialport,bus=vser0.0,chardev=agent0,name=org.rum.agent.0
 virtio-rng-pci";
     assert_eq!(render(&spec()), expected);
     assert_eq!(spec().snapshot_nodes(), ["root", "drive-data"]);
+}
+
+#[test]
+fn spare_root_ports_come_last_with_shared_memory() {
+    let mut spec = spec();
+    spec.hotplug_ports = 2;
+    let args = render(&spec);
+    assert!(
+        args.contains("memory-backend=mem0")
+            && args.contains("memory-backend-memfd,id=mem0,size=2048M,share=on"),
+        "a share can be plugged in later only into shared memory:\n{args}"
+    );
+    assert!(
+        args.ends_with("virtio-rng-pci\n-device\npcie-root-port,id=hp0,chassis=1,bus=pcie.0\n-device\npcie-root-port,id=hp1,chassis=2,bus=pcie.0"),
+        "{args}"
+    );
 }
 
 #[test]
