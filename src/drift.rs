@@ -3,6 +3,7 @@
 //! with rum.toml now, and when each difference takes effect.
 
 use crate::config::{Config, Script};
+use crate::state::State;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -15,10 +16,10 @@ use std::path::Path;
 pub enum Applies {
     /// Scripts and the checkpoint budget: the next provisioning uses them.
     Now,
-    /// Port forwards: `rum reload`, and `rum up`/`rum retry` after each boot
-    /// or restore.
+    /// Port forwards, and mounts on a VM with spare PCIe ports: `rum
+    /// reload`, and `rum up`/`rum retry` after each boot or restore.
     Live,
-    /// Shares: the next boot (a `rum down`, then `rum up`).
+    /// Mounts of a VM made before rum fixed them: the next boot.
     NextBoot,
     /// What cloud-init or the base image gives the VM: `rum retry --reset`.
     Reset,
@@ -46,12 +47,43 @@ impl Applies {
             Applies::Now => "now: the next provisioning uses it",
             Applies::Live => "live: `rum reload` applies it to the running VM",
             Applies::NextBoot => {
-                "at the next boot (`rum down`, `rum up`); snapshots taken before it no longer load"
+                "at the next boot (`rum down`, `rum up`), and snapshots taken before it no longer load: this VM was made before rum gave VMs spare PCIe ports; a new one takes mounts live"
             }
             Applies::Reset => {
                 "at the next `rum retry --reset` (cloud-init and the base image run again)"
             }
             Applies::NewVm => "needs a new VM (`rum destroy`, then `rum up`)",
+        }
+    }
+}
+
+/// When a `[[mounts]]` edit applies on this VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounts {
+    /// The tags on the root bus, fixed when the VM was made (`None`: a VM
+    /// made before rum fixed them, which takes rum.toml's at every boot).
+    pub fixed: Option<Vec<String>>,
+    /// Spare PCIe ports: other mounts are plugged in while it runs.
+    pub live: bool,
+}
+
+impl Mounts {
+    pub fn of(state: &State) -> Self {
+        Self {
+            fixed: state
+                .shares
+                .as_ref()
+                .map(|shares| shares.iter().map(|s| s.tag.clone()).collect()),
+            live: state.hotplug_ports > 0,
+        }
+    }
+
+    fn kind(&self, tag: &str) -> Applies {
+        match &self.fixed {
+            None => Applies::NextBoot,
+            Some(fixed) if fixed.iter().any(|t| t == tag) => Applies::Reset,
+            Some(_) if self.live => Applies::Live,
+            Some(_) => Applies::Reset,
         }
     }
 }
@@ -82,7 +114,7 @@ pub struct Change {
 
 impl Applied {
     /// Everything `config` states that an edit could change.
-    pub fn of(config: &Config) -> Self {
+    pub fn of(config: &Config, mounts: &Mounts) -> Self {
         let mut facts = BTreeMap::new();
         let mut fact = |key: String, value: String, applies: Applies| {
             facts.insert(key, Fact { value, applies });
@@ -150,7 +182,7 @@ impl Applied {
             fact(
                 format!("[[mounts]] {}", m.target),
                 format!("{}{mode}", m.source.display()),
-                NextBoot,
+                mounts.kind(&m.tag),
             );
         }
         for (phase, steps) in [
@@ -173,8 +205,8 @@ impl Applied {
     }
 
     /// How `config` differs from what the VM has, in key order.
-    pub fn changes(&self, config: &Config) -> Vec<Change> {
-        let now = Self::of(config).facts;
+    pub fn changes(&self, config: &Config, mounts: &Mounts) -> Vec<Change> {
+        let now = Self::of(config, mounts).facts;
         let mut out = Vec::new();
         for (key, was) in &self.facts {
             match now.get(key) {
@@ -203,10 +235,10 @@ impl Applied {
 
     /// Takes what `config` states for the facts of the kinds in `applied`
     /// (they now hold in the VM); the other facts stay as they were.
-    pub fn update(&mut self, config: &Config, applied: &[Applies]) {
+    pub fn update(&mut self, config: &Config, mounts: &Mounts, applied: &[Applies]) {
         self.facts.retain(|_, f| !applied.contains(&f.applies));
         self.facts.extend(
-            Self::of(config)
+            Self::of(config, mounts)
                 .facts
                 .into_iter()
                 .filter(|(_, f)| applied.contains(&f.applies)),
@@ -225,9 +257,9 @@ impl Applied {
 
 /// How `config` differs from the record at `path`; nothing for a VM made
 /// before rum kept one (its next boot starts it).
-pub fn changes(path: &Path, config: &Config) -> Vec<Change> {
+pub fn changes(path: &Path, config: &Config, mounts: &Mounts) -> Vec<Change> {
     Applied::load(path)
-        .map(|applied| applied.changes(config))
+        .map(|applied| applied.changes(config, mounts))
         .unwrap_or_default()
 }
 

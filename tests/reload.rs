@@ -7,6 +7,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 use support::{E2e, free_port};
 
@@ -27,8 +28,33 @@ fn hello(port: u16) -> Option<String> {
 }
 
 /// A web server in the guest on port 8000, started (and listening) by the
-/// system step.
-const STEP: &str = "[[provision.system]]\nname = \"web\"\nscript = \"\"\"\nmkdir -p /var/tmp/www && echo hi > /var/tmp/www/hello\nsetsid python3 -m http.server 8000 --directory /var/tmp/www >/dev/null 2>&1 < /dev/null &\nfor i in $(seq 300); do ss -ltn | grep -q :8000 && exit 0; sleep 0.2; done; exit 1\n\"\"\"\n\n";
+/// system step, which also copies what a mount at /mnt/extra holds.
+const STEP: &str = "[[provision.system]]\nname = \"web\"\nscript = \"\"\"\nmkdir -p /var/tmp/www && echo hi > /var/tmp/www/hello\nrm -f /var/tmp/seen; cp /mnt/extra/hello.txt /var/tmp/seen 2>/dev/null || true\nsetsid python3 -m http.server 8000 --directory /var/tmp/www >/dev/null 2>&1 < /dev/null &\nfor i in $(seq 300); do ss -ltn | grep -q :8000 && exit 0; sleep 0.2; done; exit 1\n\"\"\"\n\n";
+
+/// Runs `command` as root in the guest: its output, or `None` if it failed.
+fn guest(env: &E2e, command: &str) -> Option<String> {
+    let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
+    run.status.success().then(|| run.stdout.clone())
+}
+
+/// The pids of the virtiofsd processes sharing `dir`.
+fn virtiofsd_sharing(dir: &Path) -> Vec<u32> {
+    let wanted = format!("--shared-dir={}", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args.first()?.ends_with("virtiofsd") && args.contains(&wanted);
+            ours.then_some(pid)
+        })
+        .collect()
+}
 
 fn toml(env: &E2e, extra: &str) {
     env.write_rum_toml(&format!("{STEP}{extra}"));
@@ -107,6 +133,126 @@ fn edits_between_runs_are_applied_or_named() {
     toml(&env, "");
     env.rum(&["reload"]).assert_success();
     assert_eq!(hello(port), None, "the forward is gone");
+
+    // A mount added to the running VM: plugged into a spare PCIe port and
+    // mounted; --dry-run only names it.
+    let share = env.dir("extra");
+    std::fs::write(share.join("hello.txt"), "from the host\n").unwrap();
+    let mount = format!(
+        "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/extra\"\n\n",
+        share.display()
+    );
+    let hello_txt = Some("from the host\n".to_owned());
+    toml(&env, &mount);
+    let dry = env.rum(&["reload", "--dry-run"]);
+    dry.assert_success();
+    assert!(
+        dry.stdout
+            .contains("Would apply live: [[mounts]] /mnt/extra"),
+        "{dry}"
+    );
+    assert_eq!(guest(&env, "mountpoint -q /mnt/extra"), None, "{dry}");
+    let reload = env.rum(&["reload"]);
+    reload.assert_success();
+    assert!(
+        reload
+            .stderr
+            .contains("✓ Plugging in the mount at /mnt/extra"),
+        "{reload}"
+    );
+    assert_eq!(
+        guest(&env, "cat /mnt/extra/hello.txt"),
+        hello_txt,
+        "{reload}"
+    );
+
+    // A retry restores a snapshot taken before the mount existed (into a
+    // QEMU started afresh with its devices); the mount is plugged in again
+    // before the step runs, and the step reads it.
+    let retry = env.rum(&["retry", "--from", "web"]);
+    retry.assert_success();
+    assert!(
+        retry
+            .stderr
+            .contains("Restoring the `pre-provision` snapshot"),
+        "{retry}"
+    );
+    assert_eq!(guest(&env, "cat /var/tmp/seen"), hello_txt, "{retry}");
+
+    // Stopped and started: the devices it was made with, the mount plugged
+    // in after the boot. A checkpoint taken with the mount loads live, and
+    // pre-provision (taken without) still loads.
+    env.rum(&["down"]).assert_success();
+    let up = env.rum(&["up", "-d"]);
+    up.assert_success();
+    assert!(
+        up.stderr.contains("✓ Plugging in the mount at /mnt/extra"),
+        "{up}"
+    );
+    assert_eq!(guest(&env, "cat /mnt/extra/hello.txt"), hello_txt, "{up}");
+    let retry = env.rum(&["retry"]);
+    retry.assert_success();
+    assert!(
+        retry
+            .stderr
+            .contains("✓ Restoring the `post-system` snapshot"),
+        "{retry}"
+    );
+    assert!(
+        !retry.stderr.contains("Stopping QEMU"),
+        "the same devices: a live load: {retry}"
+    );
+    assert_eq!(
+        guest(&env, "cat /mnt/extra/hello.txt"),
+        hello_txt,
+        "{retry}"
+    );
+    let retry = env.rum(&["retry", "--from", "web"]);
+    retry.assert_success();
+    assert!(
+        retry
+            .stderr
+            .contains("✓ Restoring the `pre-provision` snapshot"),
+        "{retry}"
+    );
+    assert_eq!(guest(&env, "cat /var/tmp/seen"), hello_txt, "{retry}");
+
+    // Removed: unmounted, unplugged, its virtiofsd gone.
+    toml(&env, "");
+    let reload = env.rum(&["reload"]);
+    reload.assert_success();
+    assert!(
+        reload
+            .stderr
+            .contains("✓ Unplugging the mount at /mnt/extra"),
+        "{reload}"
+    );
+    assert_eq!(guest(&env, "mountpoint -q /mnt/extra"), None, "{reload}");
+    assert_eq!(virtiofsd_sharing(&share), Vec::<u32>::new(), "{reload}");
+
+    // A mount the guest cannot make (its target lies under a file): said,
+    // and undone — no virtiofsd left, and the port free for the next one.
+    toml(
+        &env,
+        &format!(
+            "[[mounts]]\nsource = \"{}\"\ntarget = \"/etc/hostname/extra\"\n\n",
+            share.display()
+        ),
+    );
+    let refused = env.rum(&["reload"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("The guest could not mount `etc-hostname-extra` at /etc/hostname/extra"),
+        "{refused}"
+    );
+    assert_eq!(virtiofsd_sharing(&share), Vec::<u32>::new(), "{refused}");
+    toml(&env, &mount);
+    env.rum(&["reload"]).assert_success();
+    assert_eq!(guest(&env, "cat /mnt/extra/hello.txt"), hello_txt);
+    toml(&env, "");
+    env.rum(&["reload"]).assert_success();
 
     // An edit a retry cannot apply: it runs and names it, or --strict refuses.
     toml(&env, "[user]\nname = \"alice\"\n");

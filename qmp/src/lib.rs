@@ -8,6 +8,7 @@
 //! command has a timeout.
 
 mod client;
+mod devices;
 mod jobs;
 
 pub use client::{Qmp, QmpError};

@@ -22,7 +22,10 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
         .map(|w| json!({"key": w.path.to_string(), "message": w.message}))
         .collect();
     // For an existing VM: how rum.toml differs from what it has.
-    let changes = crate::drift::changes(&paths.applied(), config);
+    let mounts = crate::state::State::load(&paths.state_file())
+        .map(|state| crate::drift::Mounts::of(&state))
+        .unwrap_or_default();
+    let changes = crate::drift::changes(&paths.applied(), config, &mounts);
     let mut text = summary(config, &paths);
     text += &crate::drift::Report(&changes).to_string();
     reporter.result(

@@ -94,9 +94,12 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
             h.event
         );
     }
+    let changes = crate::lifecycle::reload::changes(&instance);
+    let _ = write!(s, "{}", crate::drift::Report(&changes));
     reporter.result(
         s.trim_end(),
         &serde_json::json!({
+            "changes": changes,
             "instance": paths.id,
             "state": vm_state,
             "pid": pid,

@@ -10,22 +10,28 @@ fn config(extra: &str) -> Config {
 }
 
 const PORT: &str = "[[ports]]\nhost = 8080\nguest = 80\n\n";
+/// A VM made before rum fixed its mounts.
+const OLD: Mounts = Mounts {
+    fixed: None,
+    live: false,
+};
+
 const MOUNT: &str = "[[mounts]]\nsource = \"/tmp\"\ntarget = \"/mnt/tmp\"\n\n";
 
 #[test]
 fn an_unchanged_config_has_no_changes() {
     let c = config(PORT);
-    assert!(Applied::of(&c).changes(&c).is_empty());
+    assert!(Applied::of(&c, &OLD).changes(&c, &OLD).is_empty());
     assert_eq!(Report(&[]).to_string(), "");
 }
 
 #[test]
 fn each_edit_is_named_with_when_it_applies() {
-    let was = Applied::of(&config(PORT));
+    let was = Applied::of(&config(PORT), &OLD);
     let now = config(&format!(
         "{MOUNT}[user]\nname = \"alice\"\n\n[drives.data]\nsize = \"1G\"\n"
     ));
-    let changes = was.changes(&now);
+    let changes = was.changes(&now, &OLD);
     let seen: Vec<_> = changes
         .iter()
         .map(|c| (c.key.as_str(), c.was.is_some(), c.now.is_some(), c.applies))
@@ -52,20 +58,48 @@ fn each_edit_is_named_with_when_it_applies() {
 
 #[test]
 fn an_update_takes_only_the_kinds_applied() {
-    let mut applied = Applied::of(&config(""));
+    let mut applied = Applied::of(&config(""), &OLD);
     let now = config(&format!("{PORT}[user]\nname = \"alice\"\n"));
-    applied.update(&now, &[Applies::Live]);
-    let left: Vec<_> = applied.changes(&now).into_iter().map(|c| c.key).collect();
+    applied.update(&now, &OLD, &[Applies::Live]);
+    let left: Vec<_> = applied
+        .changes(&now, &OLD)
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
     assert_eq!(left, ["[user] name"]);
-    applied.update(&now, &Applies::ALL);
-    assert!(applied.changes(&now).is_empty());
+    applied.update(&now, &OLD, &Applies::ALL);
+    assert!(applied.changes(&now, &OLD).is_empty());
 }
 
 #[test]
 fn a_step_edit_applies_now() {
-    let was = Applied::of(&config("[provision.system]\nscript = \"echo 1\"\n"));
-    let changes = was.changes(&config("[provision.system]\nscript = \"echo 2\"\n"));
+    let was = Applied::of(&config("[provision.system]\nscript = \"echo 1\"\n"), &OLD);
+    let changes = was.changes(&config("[provision.system]\nscript = \"echo 2\"\n"), &OLD);
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].applies, Applies::Now);
     assert!(changes[0].applies.is_applied_by_retry());
+}
+
+#[test]
+fn a_mount_applies_live_on_a_vm_with_spare_ports_unless_it_was_there_from_the_start() {
+    let with = |live| Mounts {
+        fixed: Some(vec!["mnt-a".into()]),
+        live,
+    };
+    let a = "[[mounts]]\nsource = \"/tmp\"\ntarget = \"/mnt/a\"\n\n";
+    let b = "[[mounts]]\nsource = \"/var\"\ntarget = \"/mnt/b\"\n\n";
+    let was = Applied::of(&config(a), &with(true));
+    let kinds = |mounts: &Mounts, extra: &str| -> Vec<Applies> {
+        was.changes(&config(extra), mounts)
+            .into_iter()
+            .map(|c| c.applies)
+            .collect()
+    };
+    assert_eq!(kinds(&with(true), &format!("{a}{b}")), [Applies::Live]);
+    assert_eq!(kinds(&with(false), &format!("{a}{b}")), [Applies::Reset]);
+    assert_eq!(
+        kinds(&with(true), b),
+        [Applies::Live, Applies::Reset],
+        "mnt-a removed needs --reset"
+    );
 }

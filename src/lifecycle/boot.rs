@@ -11,14 +11,14 @@ use super::plan::{self, Inputs};
 use super::{Instance, RuntimeInfo, guest, reload, runtime};
 use crate::clock::unix_now;
 use crate::config::FirmwareChoice;
-use crate::drift::Applies;
+use crate::drift::{Applies, Mounts};
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
-use crate::state::{DeviceSet, Milestone, State};
+use crate::state::{DeviceSet, Milestone, Plugged, ShareRecord, State};
 use crate::vm::host::{self, Host};
-use crate::vm::spec::{Share, VmSpec};
-use crate::vm::{process, qemu, qemu_args, virtiofsd};
+use crate::vm::spec::{PLUGGED_INDEX, Share, VmSpec};
+use crate::vm::{process, qemu, qemu_args};
 use crate::{agent_binary, disk, image, seed};
 use rum_agent::Client;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -38,6 +38,8 @@ pub struct Restoring<'a> {
     pub check: &'a dyn Fn(&DeviceSet) -> Result<(), LifecycleError>,
     /// Loads the snapshot into the paused QEMU and lets it run.
     pub load: &'a dyn Fn(&RuntimeInfo) -> Result<(), LifecycleError>,
+    /// The shares the snapshot had plugged into spare ports.
+    pub plugged: &'a [Plugged],
 }
 
 pub fn bring_up(
@@ -55,7 +57,8 @@ pub fn bring_up(
         steps: Milestones::new(state, &instance.paths, reporter),
         made: false,
     };
-    let (spec, host) = boot.prepare(restoring.is_some())?;
+    let plugged = restoring.as_ref().map_or(&[][..], |r| r.plugged);
+    let (spec, host) = boot.prepare(restoring.is_some(), plugged)?;
     if let Some(restoring) = &restoring {
         (restoring.check)(&DeviceSet::of(&spec))?;
     }
@@ -83,7 +86,11 @@ struct Boot<'a> {
 
 impl Boot<'_> {
     /// Everything up to the spec: disks, firmware, seed, ports, runtime dir.
-    fn prepare(&mut self, paused: bool) -> Result<(VmSpec, Host), LifecycleError> {
+    fn prepare(
+        &mut self,
+        paused: bool,
+        plugged: &[Plugged],
+    ) -> Result<(VmSpec, Host), LifecycleError> {
         let config = &self.instance.config;
         let paths = &self.instance.paths;
         std::fs::create_dir_all(paths.logs_dir()).map_err(|source| UpError::Write {
@@ -116,9 +123,15 @@ impl Boot<'_> {
             }
         });
         // Fixed when the VM is made: its snapshots depend on them.
+        let state = &mut *self.steps.state;
         if self.made {
-            self.steps.state.hotplug_ports = plan::hotplug_ports(&machine);
+            state.hotplug_ports = plan::hotplug_ports(&machine);
+            state.shares = Some(config.mounts.iter().map(ShareRecord::of).collect());
         }
+        let shares = match &state.shares {
+            Some(shares) => shares.clone(),
+            None => config.mounts.iter().map(ShareRecord::of).collect(),
+        };
         let plan = plan::plan(&Inputs {
             config,
             paths,
@@ -129,7 +142,9 @@ impl Boot<'_> {
             mac: &guest.mac_address,
             ssh_port,
             paused,
-            hotplug_ports: self.steps.state.hotplug_ports,
+            hotplug_ports: state.hotplug_ports,
+            shares: &shares,
+            plugged,
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);
@@ -269,14 +284,7 @@ impl Boot<'_> {
             });
             Ok(pid)
         })?;
-        let info = plan::record(
-            spec,
-            &self.instance.config,
-            pid,
-            unix_now(),
-            &host.qemu_version,
-            virtiofsd_pids,
-        );
+        let info = plan::record(spec, pid, unix_now(), &host.qemu_version, virtiofsd_pids);
         info.save(&paths.runtime_info())
             .map_err(|source| UpError::Write {
                 path: paths.runtime_info(),
@@ -288,43 +296,27 @@ impl Boot<'_> {
         } else {
             &[Applies::Live, Applies::NextBoot]
         };
-        reload::record(self.instance, kinds);
+        reload::record_with(self.instance, &Mounts::of(self.steps.state), kinds);
         Ok(info)
     }
 
     /// One virtiofsd per share, each stopped by the guard on failure.
     fn start_virtiofsd(&mut self, shares: &[Share]) -> Result<Vec<u32>, LifecycleError> {
-        let mounts = &self.instance.config.mounts;
-        if mounts.is_empty() {
+        if shares.is_empty() {
             return Ok(Vec::new());
         }
         let binary = host::find_virtiofsd().map_err(UpError::from)?;
-        let paths = &self.instance.paths;
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
         let step = self.reporter.step(format!(
             "Starting virtiofsd for {} mount{}",
-            mounts.len(),
-            if mounts.len() == 1 { "" } else { "s" }
+            shares.len(),
+            if shares.len() == 1 { "" } else { "s" }
         ));
         let mut pids = Vec::new();
-        for (i, (mount, share)) in mounts.iter().zip(shares).enumerate() {
-            let spec = virtiofsd::ShareSpec {
-                source: mount.source.clone(),
-                socket: share.socket.clone(),
-                readonly: mount.readonly,
-                host_uid: uid,
-                host_gid: gid,
-                privileged: uid == 0,
-            };
-            let pid = match virtiofsd::start(
-                &binary,
-                &spec,
-                &paths.virtiofsd_log(i),
-                &paths.virtiofsd_pid(i),
-            ) {
+        for (i, share) in shares.iter().enumerate() {
+            let index = share
+                .port
+                .map_or(i, |port| PLUGGED_INDEX + usize::from(port));
+            let pid = match super::shares::serve(&self.instance.paths, &binary, share, index) {
                 Ok(pid) => pid,
                 Err(e) => {
                     step.fail_with(&e);
@@ -332,7 +324,7 @@ impl Boot<'_> {
                 }
             };
             self.guard
-                .push(format!("virtiofsd for {}", mount.target), move || {
+                .push(format!("virtiofsd for {}", share.target), move || {
                     process::terminate(pid, Duration::from_secs(2));
                     Ok(())
                 });

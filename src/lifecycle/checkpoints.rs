@@ -173,6 +173,7 @@ mod tests {
                 mounts: vec![],
                 agent: Transport::Serial,
                 hotplug_ports: 0,
+                plugged: vec![],
             },
             rum_owned: true,
             system_scripts: None,

@@ -142,6 +142,12 @@ pub enum ReloadError {
     Qmp(#[from] rum_qmp::QmpError),
     #[error("QEMU refused `{command}`: {qemu}; the VM forwards what it did before")]
     Refused { command: String, qemu: String },
+    #[error("The guest could not {what}: {output}")]
+    Guest { what: String, output: String },
+    #[error(
+        "No spare PCIe port is left for the mount at {target} (this VM has {ports}); `rum retry --reset` starts it with rum.toml's mounts"
+    )]
+    NoFreePort { target: String, ports: u8 },
     #[error(
         "rum.toml differs in ways `rum retry` cannot apply ({0}); without --strict the retry runs and names them, or apply them as listed above"
     )]

@@ -12,6 +12,7 @@ pub mod provisioning;
 pub mod reload;
 pub mod retry;
 mod runtime;
+mod shares;
 pub mod snapshots;
 pub mod stop;
 pub mod up;

@@ -9,9 +9,9 @@ use super::runtime::MountRecord;
 use crate::config::{Accel as AccelChoice, AgentTransport, Config, FirmwareChoice};
 use crate::disk::BootNeeds;
 use crate::instance::InstancePaths;
-use crate::state::DeviceSet;
+use crate::state::{DeviceSet, Plugged, ShareRecord};
 use crate::vm::host::Host;
-use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, Share, VmSpec};
+use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, PLUGGED_INDEX, Share, VmSpec};
 use rum_firmware::{Firmware, Interface};
 
 /// Everything the spec depends on, resolved by the caller.
@@ -30,6 +30,10 @@ pub struct Inputs<'a> {
     pub paused: bool,
     /// The VM's spare PCIe root ports (`State::hotplug_ports`).
     pub hotplug_ports: u8,
+    /// The shares on the root bus (`State::shares`, else rum.toml's).
+    pub shares: &'a [ShareRecord],
+    /// Shares to start plugged into spare ports: a snapshot's, to load it.
+    pub plugged: &'a [Plugged],
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -74,15 +78,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         mac: inputs.mac.to_owned(),
         ssh_port: inputs.ssh_port,
         forwards: config.ports.iter().map(Forward::from).collect(),
-        shares: config
-            .mounts
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Share {
-                tag: m.tag.clone(),
-                socket: paths.virtiofs_socket(i),
-            })
-            .collect(),
+        shares: shares(inputs),
         hotplug_ports: inputs.hotplug_ports,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
@@ -90,6 +86,29 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         paused: inputs.paused,
     };
     Ok(Plan { spec, warnings })
+}
+
+/// The shares on the root bus, then those a snapshot to load had plugged
+/// into spare ports, each with its virtiofsd's socket.
+fn shares(inputs: &Inputs<'_>) -> Vec<Share> {
+    let share = |record: &ShareRecord, index: usize, port: Option<u8>| Share {
+        tag: record.tag.clone(),
+        socket: inputs.paths.virtiofs_socket(index),
+        source: record.source.clone(),
+        target: record.target.clone(),
+        readonly: record.readonly,
+        port,
+    };
+    let root = inputs
+        .shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| share(s, i, None));
+    let plugged = inputs
+        .plugged
+        .iter()
+        .map(|p| share(&p.share, PLUGGED_INDEX + usize::from(p.port), Some(p.port)));
+    root.chain(plugged).collect()
 }
 
 /// Spare PCIe root ports a new VM gets: a few on q35 (PCIe hot-plug needs
@@ -167,7 +186,6 @@ pub fn vsock_cid(id: &str) -> u32 {
 /// What is recorded about the VM once QEMU runs it.
 pub fn record(
     spec: &VmSpec,
-    config: &Config,
     pid: u32,
     started: u64,
     qemu_version: &str,
@@ -187,12 +205,13 @@ pub fn record(
         },
         ssh_port: spec.ssh_port,
         ports: spec.forwards.clone(),
-        mounts: config
-            .mounts
+        mounts: spec
+            .shares
             .iter()
-            .map(|m| MountRecord {
-                source: m.source.clone(),
-                target: m.target.clone(),
+            .filter(|s| s.port.is_none())
+            .map(|s| MountRecord {
+                source: s.source.clone(),
+                target: s.target.clone(),
             })
             .collect(),
         virtiofsd_pids,

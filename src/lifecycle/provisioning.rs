@@ -206,7 +206,8 @@ fn run_again(
 
 /// The checkpoint after system step `index`, keyed by everything run since
 /// `pre-provision` (`post-system` after the last step, also keyed by the
-/// system scripts' hash for `--from boot`). One that matches already stays.
+/// system scripts' hash for `--from boot`). One that matches, taken with
+/// the same devices, stays.
 /// A failed save is a warning: a retry then restores an earlier one.
 fn keep_checkpoint(
     instance: &Instance,
@@ -222,7 +223,15 @@ fn keep_checkpoint(
     };
     let keys = checkpoints::chain(&pre, system);
     let key = keys[index].clone();
-    if checkpoints::find(state, &key).is_some() {
+    // One taken with other mounts plugged in would load only into a QEMU
+    // started afresh: it is taken again with the devices the VM has now.
+    let same_devices = |tag: &String| {
+        state.snapshots[tag]
+            .devices
+            .differences(&info.devices)
+            .is_empty()
+    };
+    if checkpoints::find(state, &key).is_some_and(|tag| same_devices(&tag)) {
         return;
     }
     let tag = checkpoints::tag(system, index);

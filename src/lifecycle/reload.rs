@@ -1,22 +1,38 @@
 //! rum.toml edits on an existing VM: what differs from what the VM has
 //! (`drift`), the record kept up to date as boots, restores and `rum reload`
-//! make edits hold, and the port forwards applied live.
+//! make edits hold, and what is applied live: port forwards, and mounts
+//! plugged into spare PCIe ports (`shares`).
 
+use super::agent::connect_agent;
 use super::error::{LifecycleError, ReloadError, UpError};
-use super::{Instance, RuntimeInfo};
-use crate::drift::{Applied, Applies, Change, Report};
+use super::{Instance, RuntimeInfo, shares};
+use crate::drift::{Applied, Applies, Change, Mounts, Report};
 use crate::exit::Exit;
 use crate::output::Reporter;
+use crate::state::{Plugged, ShareRecord, State};
 use crate::vm::qemu_args::{NETDEV, hostfwd_rule, hostfwd_source};
 use crate::vm::spec::Forward;
+use rum_agent::Client;
 use rum_qmp::{Qmp, qmp};
 use std::time::Duration;
 
 const CONNECT: Duration = Duration::from_secs(10);
+const AGENT: Duration = Duration::from_secs(60);
 
 /// How rum.toml differs from what the VM has.
 pub fn changes(instance: &Instance) -> Vec<Change> {
-    crate::drift::changes(&instance.paths.applied(), &instance.config)
+    crate::drift::changes(
+        &instance.paths.applied(),
+        &instance.config,
+        &mounts(instance),
+    )
+}
+
+/// When a mount edit applies on this VM, from its state.
+fn mounts(instance: &Instance) -> Mounts {
+    State::load(&instance.paths.state_file())
+        .map(|state| Mounts::of(&state))
+        .unwrap_or_default()
 }
 
 /// Prints the changes (one block, or a `drift` event) and returns them.
@@ -35,6 +51,11 @@ pub fn show(changes: &[Change], reporter: &Reporter) {
 /// Records that what rum.toml states for `kinds` now holds in the VM. A
 /// VM without a record gets a whole one: this is where its record starts.
 pub fn record(instance: &Instance, kinds: &[Applies]) {
+    record_with(instance, &mounts(instance), kinds);
+}
+
+/// `record`, for a VM whose state is not on disk yet.
+pub fn record_with(instance: &Instance, mounts: &Mounts, kinds: &[Applies]) {
     let path = instance.paths.applied();
     let mut applied = Applied::load(&path).unwrap_or_default();
     let kinds = if applied.facts.is_empty() {
@@ -42,7 +63,7 @@ pub fn record(instance: &Instance, kinds: &[Applies]) {
     } else {
         kinds
     };
-    applied.update(&instance.config, kinds);
+    applied.update(&instance.config, mounts, kinds);
     if let Err(e) = applied.save(&path) {
         tracing::warn!("cannot write {}: {e}", path.display());
     }
@@ -88,7 +109,9 @@ pub fn reload(
         );
         return Ok(Exit::Success);
     }
-    apply_live(instance, &info, reporter)?;
+    let rt = super::runtime();
+    let client = rt.block_on(connect_agent(instance, AGENT))?;
+    apply_live(instance, &info, &client, &rt, reporter)?;
     let left: Vec<_> = changes
         .iter()
         .filter(|c| c.applies != Applies::Live && c.applies != Applies::Now)
@@ -108,12 +131,127 @@ pub fn reload(
     Ok(Exit::Success)
 }
 
-/// Makes the running VM's live-applicable facts (port forwards) those of
-/// rum.toml, and records them; returns the updated runtime record. Used by
-/// `rum reload` and after every boot or restore.
+/// Makes the running VM's live-applicable facts (port forwards, plugged
+/// mounts) those of rum.toml, and records them; returns the updated runtime
+/// record. Used by `rum reload` and after every boot or restore.
 pub fn apply_live(
     instance: &Instance,
     info: &RuntimeInfo,
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<RuntimeInfo, LifecycleError> {
+    let info = apply_ports(instance, info, rt, reporter)?;
+    let info = apply_mounts(instance, &info, client, rt, reporter)?;
+    record(instance, &[Applies::Live]);
+    Ok(info)
+}
+
+/// `apply_live` after a boot or a restore, where a refusal is a warning:
+/// the VM is up, and a step that needs what is missing says so.
+pub fn apply_live_or_warn(
+    instance: &Instance,
+    info: RuntimeInfo,
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> RuntimeInfo {
+    match apply_live(instance, &info, client, rt, reporter) {
+        Ok(now) => now,
+        Err(e) => {
+            reporter.warn(&format!("Could not apply rum.toml's ports and mounts: {e}"));
+            instance.running().unwrap_or(info)
+        }
+    }
+}
+
+/// Plugs in the mounts rum.toml adds to those on the root bus, and unplugs
+/// the plugged ones it no longer has (on a VM with spare ports).
+fn apply_mounts(
+    instance: &Instance,
+    info: &RuntimeInfo,
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<RuntimeInfo, LifecycleError> {
+    let devices = &info.devices;
+    if devices.hotplug_ports == 0 {
+        return Ok(info.clone());
+    }
+    let wanted: Vec<ShareRecord> = instance
+        .config
+        .mounts
+        .iter()
+        .filter(|m| !devices.mounts.contains(&m.tag))
+        .map(ShareRecord::of)
+        .collect();
+    let gone: Vec<Plugged> = devices
+        .plugged
+        .iter()
+        .filter(|p| !wanted.contains(&p.share))
+        .cloned()
+        .collect();
+    let new: Vec<ShareRecord> = wanted
+        .into_iter()
+        .filter(|w| !devices.plugged.iter().any(|p| &p.share == w))
+        .collect();
+    if gone.is_empty() && new.is_empty() {
+        return Ok(info.clone());
+    }
+    let mut info = info.clone();
+    let paths = &instance.paths;
+    let qmp = rt
+        .block_on(Qmp::connect(&paths.qmp_socket(), CONNECT))
+        .map_err(ReloadError::from)?;
+    let save = |info: &RuntimeInfo| {
+        info.save(&paths.runtime_info())
+            .map_err(|source| UpError::Write {
+                path: paths.runtime_info(),
+                source,
+            })
+    };
+    for plugged in gone {
+        let step = reporter.step(format!("Unplugging the mount at {}", plugged.share.target));
+        if let Err(e) = rt.block_on(shares::unplug(paths, &qmp, client, &plugged)) {
+            step.fail_with(&e);
+            return Err(e);
+        }
+        step.done();
+        info.devices.plugged.retain(|p| p.port != plugged.port);
+        save(&info)?;
+    }
+    for share in new {
+        let step = reporter.step(format!("Plugging in the mount at {}", share.target));
+        let Some(port) = (0..devices.hotplug_ports)
+            .find(|port| !info.devices.plugged.iter().any(|p| p.port == *port))
+        else {
+            let e = ReloadError::NoFreePort {
+                target: share.target.clone(),
+                ports: devices.hotplug_ports,
+            };
+            step.fail_with(&e);
+            return Err(e.into());
+        };
+        match rt.block_on(shares::plug(paths, &qmp, client, &share, port)) {
+            Ok(plugged) => {
+                step.done();
+                info.devices.plugged.push(plugged);
+                save(&info)?;
+            }
+            Err(e) => {
+                step.fail_with(&e);
+                return Err(e);
+            }
+        }
+    }
+    Ok(info)
+}
+
+/// Makes the running VM forward rum.toml's ports.
+fn apply_ports(
+    instance: &Instance,
+    info: &RuntimeInfo,
+    rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<RuntimeInfo, LifecycleError> {
     let wanted: Vec<Forward> = instance.config.ports.iter().map(Forward::from).collect();
@@ -137,7 +275,6 @@ pub fn apply_live(
             }
         }
         let step = reporter.step(ports_title(&gone, &new));
-        let rt = super::runtime();
         let done = rt.block_on(async {
             let qmp = Qmp::connect(&instance.paths.qmp_socket(), CONNECT)
                 .await
@@ -158,7 +295,6 @@ pub fn apply_live(
                 source,
             })?;
     }
-    record(instance, &[Applies::Live]);
     Ok(info)
 }
 

@@ -109,7 +109,18 @@ pub fn restore(
             .map_err(SnapshotError::from)?)
     };
     let load = |info: &RuntimeInfo| load(instance, info, tag, rt, reporter);
-    let (client, info) = match instance.running() {
+    let running = match instance.running() {
+        // Other shares plugged in than the snapshot had: a QEMU started
+        // afresh with the snapshot's loads it; this one cannot.
+        Some(info) if record.devices.differs_only_in_plugged(&info.devices) => {
+            let step = reporter.step("Stopping QEMU to start it with the snapshot's mounts");
+            super::stop::stop(instance, true);
+            step.done();
+            None
+        }
+        running => running,
+    };
+    let (client, info) = match running {
         Some(info) => {
             check(&info.devices)?;
             if info.qemu_version != record.qemu_version {
@@ -136,6 +147,7 @@ pub fn restore(
             let restoring = Restoring {
                 check: &check,
                 load: &load,
+                plugged: &record.devices.plugged,
             };
             let booted =
                 boot::bring_up(instance, state, &mut guard, Some(restoring), rt, reporter)?;
@@ -147,14 +159,8 @@ pub fn restore(
     if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
         reporter.warn(&format!("Could not set the guest clock: {e}"));
     }
-    // The snapshot has the forwards it was taken with; rum.toml's go on top.
-    let info = match super::reload::apply_live(instance, &info, reporter) {
-        Ok(now) => now,
-        Err(e) => {
-            reporter.warn(&format!("Could not apply rum.toml's port forwards: {e}"));
-            info
-        }
-    };
+    // The snapshot has the mounts it was taken with; rum.toml's go on top.
+    let info = super::reload::apply_live_or_warn(instance, info, &client, rt, reporter);
     Ok((client, info))
 }
 

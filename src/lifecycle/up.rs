@@ -47,6 +47,8 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     let Booted { client, info } =
         boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
     guard.disarm();
+    // Mounts added since the VM was made are plugged in after each boot.
+    let info = reload::apply_live_or_warn(instance, info, &client, &rt, reporter);
     if !fresh {
         // What this boot did not apply (the boot applied forwards and shares).
         reload::report(instance, reporter);

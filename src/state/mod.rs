@@ -4,7 +4,7 @@
 
 mod snapshot;
 
-pub use snapshot::{DeviceSet, DevicesChanged, SnapshotRecord};
+pub use snapshot::{DeviceSet, DevicesChanged, Plugged, ShareRecord, SnapshotRecord};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -135,6 +135,10 @@ pub struct State {
     /// made (part of its device set); none for VMs made before rum had them.
     #[serde(default)]
     pub hotplug_ports: u8,
+    /// The shares on the root bus, fixed when the VM is made (with spare
+    /// ports; `None` for older VMs, which take rum.toml's at every boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<Vec<ShareRecord>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 use crate::vm::spec::{Accel, FirmwareKind, Transport, VmSpec};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// What a snapshot can only be loaded with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,45 @@ pub struct DeviceSet {
     /// Spare PCIe root ports (with them, guest RAM is always shared memory).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hotplug_ports: u8,
+    /// Shares plugged into spare ports while the VM ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugged: Vec<Plugged>,
+}
+
+/// A virtiofs share: the host directory, and where the guest mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub tag: String,
+    pub source: PathBuf,
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+impl ShareRecord {
+    pub fn of(mount: &crate::config::Mount) -> Self {
+        Self {
+            tag: mount.tag.clone(),
+            source: mount.source.clone(),
+            target: mount.target.clone(),
+            readonly: mount.readonly,
+        }
+    }
+}
+
+/// A share plugged into spare root port `port` while the VM ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plugged {
+    pub port: u8,
+    #[serde(flatten)]
+    pub share: ShareRecord,
+}
+
+impl Plugged {
+    /// What a snapshot's load depends on: the tag on its port.
+    pub fn slot(&self) -> String {
+        format!("{}@hp{}", self.share.tag, self.port)
+    }
 }
 
 impl DeviceSet {
@@ -71,10 +111,41 @@ impl DeviceSet {
             memory_mb: spec.memory_mb,
             firmware: spec.firmware_kind(),
             drives: spec.drives.iter().map(|d| d.name.clone()).collect(),
-            mounts: spec.shares.iter().map(|s| s.tag.clone()).collect(),
+            mounts: spec
+                .shares
+                .iter()
+                .filter(|s| s.port.is_none())
+                .map(|s| s.tag.clone())
+                .collect(),
             agent: spec.transport(),
             hotplug_ports: spec.hotplug_ports,
+            plugged: spec
+                .shares
+                .iter()
+                .filter_map(|s| {
+                    Some(Plugged {
+                        port: s.port?,
+                        share: ShareRecord {
+                            tag: s.tag.clone(),
+                            source: s.source.clone(),
+                            target: s.target.clone(),
+                            readonly: s.readonly,
+                        },
+                    })
+                })
+                .collect(),
         }
+    }
+
+    /// Whether the two differ only in the shares plugged into spare ports:
+    /// a QEMU started afresh with the other's plugged shares loads it.
+    pub fn differs_only_in_plugged(&self, other: &DeviceSet) -> bool {
+        let slots = |d: &DeviceSet| d.plugged.iter().map(Plugged::slot).collect::<Vec<_>>();
+        slots(self) != slots(other)
+            && DeviceSet {
+                plugged: other.plugged.clone(),
+                ..self.clone()
+            } == *other
     }
 
     /// How `now` differs from `self` (the snapshot's), one line per change.
@@ -114,6 +185,8 @@ impl DeviceSet {
             self.hotplug_ports.to_string(),
             now.hotplug_ports.to_string(),
         );
+        let slots = |d: &DeviceSet| d.plugged.iter().map(Plugged::slot).collect::<Vec<_>>();
+        field("plugged mounts", list(&slots(self)), list(&slots(now)));
         out
     }
 }
@@ -146,6 +219,7 @@ mod tests {
             mounts: vec!["mnt-project".into()],
             agent: Transport::Serial,
             hotplug_ports: 4,
+            plugged: vec![],
         }
     }
 

@@ -8,7 +8,22 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Spare root ports are `hp0`, `hp1`, …
-pub const HOTPLUG_PORT: &str = "hp";
+const HOTPLUG_PORT: &str = "hp";
+
+/// The bus of spare root port `port`.
+pub fn hotplug_bus(port: u8) -> String {
+    format!("{HOTPLUG_PORT}{port}")
+}
+
+/// The chardev and the device of the share on spare root port `port`,
+/// whether plugged in while the VM ran or started there.
+pub fn plugged_chardev(port: u8) -> String {
+    format!("hpfs{port}")
+}
+
+pub fn plugged_device(port: u8) -> String {
+    format!("hpdev{port}")
+}
 
 /// The user-mode network's id, which `hostfwd_add`/`hostfwd_remove` name.
 pub const NETDEV: &str = "net0";
@@ -158,7 +173,8 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             a.plain(["-device", &format!("vhost-vsock-pci,guest-cid={cid}")])
         }
     }
-    for (i, share) in spec.shares.iter().enumerate() {
+    let root = spec.shares.iter().filter(|s| s.port.is_none());
+    for (i, share) in root.enumerate() {
         a.path("-chardev", &format!("socket,id=fs{i},path="), &share.socket);
         a.plain([
             "-device",
@@ -171,8 +187,28 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         a.plain([
             "-device",
             &format!(
-                "pcie-root-port,id={HOTPLUG_PORT}{i},chassis={},bus=pcie.0",
+                "pcie-root-port,id={},chassis={},bus=pcie.0",
+                hotplug_bus(i),
                 u32::from(i) + 1
+            ),
+        ]);
+    }
+    // Where they were plugged in, as `device_add` put them there.
+    for share in &spec.shares {
+        let Some(port) = share.port else { continue };
+        let chardev = plugged_chardev(port);
+        a.path(
+            "-chardev",
+            &format!("socket,id={chardev},path="),
+            &share.socket,
+        );
+        a.plain([
+            "-device",
+            &format!(
+                "vhost-user-fs-pci,id={},chardev={chardev},tag={},bus={}",
+                plugged_device(port),
+                share.tag,
+                hotplug_bus(port)
             ),
         ]);
     }

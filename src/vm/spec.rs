@@ -54,12 +54,21 @@ pub struct Drive {
     pub serial: String,
 }
 
-/// A virtiofs share served by a virtiofsd listening on `socket`.
+/// A virtiofs share served by a virtiofsd listening on `socket`, on the
+/// root bus, or on spare root port `port` (where it was plugged in while
+/// the VM ran; a QEMU started to load a snapshot taken since has it there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     pub tag: String,
     pub socket: PathBuf,
+    pub source: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+    pub port: Option<u8>,
 }
+
+/// virtiofsd's files for a share on spare port `port` are numbered from here.
+pub const PLUGGED_INDEX: usize = 100;
 
 /// A host port forwarded to a guest port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

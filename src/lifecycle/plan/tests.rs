@@ -51,6 +51,8 @@ fn inputs<'a>(
         ssh_port: 40022,
         paused: false,
         hotplug_ports: 4,
+        shares: &[],
+        plugged: &[],
     }
 }
 
@@ -108,12 +110,35 @@ fn disks_shares_and_forwards_come_from_the_config() {
     );
     let p = paths();
     let h = host(false, false);
-    let spec = super::plan(&inputs(&c, &p, &h, None)).unwrap().spec;
+    let shares: Vec<ShareRecord> = c.mounts.iter().map(ShareRecord::of).collect();
+    let plugged = [Plugged {
+        port: 2,
+        share: ShareRecord {
+            tag: "mnt-later".into(),
+            source: "/srv".into(),
+            target: "/mnt/later".into(),
+            readonly: true,
+        },
+    }];
+    let spec = super::plan(&Inputs {
+        shares: &shares,
+        plugged: &plugged,
+        ..inputs(&c, &p, &h, None)
+    })
+    .unwrap()
+    .spec;
     assert_eq!(spec.drives.len(), 1);
     assert_eq!(spec.drives[0].serial, "a-rather-long-drive-");
     assert_eq!(spec.shares[0].socket, p.virtiofs_socket(0));
+    assert_eq!(
+        (spec.shares[1].port, &spec.shares[1].socket),
+        (Some(2), &p.virtiofs_socket(PLUGGED_INDEX + 2)),
+        "a snapshot's plugged share starts on its port"
+    );
+    assert_eq!(DeviceSet::of(&spec).plugged, plugged);
+    assert_eq!(DeviceSet::of(&spec).mounts, ["mnt-tmp"]);
     assert_eq!(spec.forwards[0].to_string(), "127.0.0.1:8080 → 80");
-    let info = record(&spec, &c, 7, 100, "10.0.2", vec![8]);
+    let info = record(&spec, 7, 100, "10.0.2", vec![8]);
     assert_eq!(info.devices, DeviceSet::of(&spec));
     assert_eq!(
         info.snapshot_nodes,

@@ -113,6 +113,22 @@ virtio-rng-pci";
 fn spare_root_ports_come_last_with_shared_memory() {
     let mut spec = spec();
     spec.hotplug_ports = 2;
+    let plain = render(&spec);
+    spec.shares = vec![Share {
+        tag: "mnt-later".into(),
+        socket: "/run/x/fs101.sock".into(),
+        source: "/srv".into(),
+        target: "/mnt/later".into(),
+        readonly: false,
+        port: Some(1),
+    }];
+    assert!(
+        render(&spec).ends_with("-chardev\nsocket,id=hpfs1,path=/run/x/fs101.sock\n-device\nvhost-user-fs-pci,id=hpdev1,chardev=hpfs1,tag=mnt-later,bus=hp1"),
+        "a plugged share starts on its port, after the ports: {}",
+        render(&spec)
+    );
+    spec.shares.clear();
+    assert_eq!(render(&spec), plain);
     let args = render(&spec);
     assert!(
         args.contains("memory-backend=mem0")
@@ -145,6 +161,10 @@ fn uefi_tcg_vm_with_virtiofs_paused_and_vsock() {
     spec.shares = vec![Share {
         tag: "mnt-project".into(),
         socket: "/run/x/fs0.sock".into(),
+        source: "/srv/project".into(),
+        target: "/mnt/project".into(),
+        readonly: false,
+        port: None,
     }];
     spec.agent = AgentChannel::Vsock { cid: 1234 };
     let args = render(&spec);
