@@ -8,6 +8,7 @@ use super::error::LifecycleError;
 use super::error::UpError;
 use super::milestones::Milestones;
 use super::plan::{self, Inputs};
+use super::ports::{check_port_free, free_port};
 use super::{Instance, RuntimeInfo, guest, reload, runtime};
 use crate::clock::unix_now;
 use crate::config::FirmwareChoice;
@@ -21,7 +22,6 @@ use crate::vm::spec::{PLUGGED_INDEX, Share, VmSpec};
 use crate::vm::{process, qemu, qemu_args};
 use crate::{agent_binary, disk, image, seed};
 use rum_agent::Client;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -375,19 +375,4 @@ fn create_atomically(
         source,
     })?;
     Ok(())
-}
-
-pub(super) fn check_port_free(bind: IpAddr, port: u16) -> Result<(), UpError> {
-    TcpListener::bind((bind, port))
-        .map(drop)
-        .map_err(|_| UpError::PortTaken { bind, port })
-}
-
-/// A free loopback port for the SSH forward.
-fn free_port() -> Result<u16, UpError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|_| UpError::PortTaken {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-    })?;
-    Ok(listener.local_addr().map(|a| a.port()).unwrap_or(0))
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod guest;
 mod milestones;
 pub mod plan;
+mod ports;
 pub mod provisioning;
 pub mod reload;
 pub mod retry;

@@ -271,7 +271,7 @@ fn apply_ports(
         // Every new host port is checked before anything changes.
         for f in &new {
             if !gone.iter().any(|g| g.bind == f.bind && g.host == f.host) {
-                super::boot::check_port_free(f.bind, f.host)?;
+                super::ports::check_port_free(f.bind, f.host)?;
             }
         }
         let step = reporter.step(ports_title(&gone, &new));
