@@ -8,6 +8,8 @@
 //!   into it does.
 //! - `adopt`: `nix::sys::socket::accept4` returns a bare `RawFd`; owning it
 //!   is `OwnedFd::from_raw_fd`.
+//! - [`reseed_crng`]: an ioctl is unchecked by the compiler; this one takes
+//!   no argument and only needs an open random device.
 //! - [`drop_privileges_on_exec`]: a `pre_exec` hook runs in the forked child
 //!   of a possibly multi-threaded process, where only async-signal-safe calls
 //!   are allowed. std's `Command::uid`/`gid` would do without `unsafe`, but
@@ -60,4 +62,17 @@ pub fn drop_privileges_on_exec(
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+// RNDRESEEDCRNG from <linux/random.h>: _IO('R', 0x07).
+nix::ioctl_none!(rnd_reseed_crng, b'R', 0x07);
+
+/// Makes the kernel's CRNG reseed from its input pool now (needs
+/// CAP_SYS_ADMIN; `random` is `/dev/random` or `/dev/urandom`).
+pub fn reseed_crng(random: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: RNDRESEEDCRNG takes no argument; the fd is open for the
+    // call's duration, borrowed from `random`.
+    unsafe { rnd_reseed_crng(random.as_raw_fd()) }?;
+    Ok(())
 }

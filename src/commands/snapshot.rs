@@ -4,12 +4,14 @@
 use crate::cli::SnapshotCommand;
 use crate::disk;
 use crate::instance::LockWait;
+use crate::lifecycle::agent::connect_agent;
 use crate::lifecycle::{AgentError, Instance, SnapshotError, runtime};
 use crate::lifecycle::{checkpoints, snapshots};
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
 use std::path::Path;
+use std::time::Duration;
 
 pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Result<Exit, Error> {
     let action = match command {
@@ -43,9 +45,18 @@ pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Resul
             let info = instance
                 .running()
                 .ok_or_else(|| SnapshotError::NotRunning(id.clone()))?;
+            // For the clock after the save; a snapshot is taken without it too.
+            let client = rt
+                .block_on(connect_agent(&instance, Duration::from_secs(10)))
+                .ok();
             let step = reporter.step(format!("Saving `{name}`"));
             if let Err(e) = rt.block_on(snapshots::save(
-                &instance, &mut state, &name, &info, None, None,
+                &instance,
+                &mut state,
+                &name,
+                &info,
+                client.as_ref(),
+                snapshots::Recorded::default(),
             )) {
                 step.fail(&e.to_string());
                 return Err(e.into());

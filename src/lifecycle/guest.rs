@@ -1,4 +1,5 @@
-//! Waiting for the guest: its agent answering, then cloud-init finished.
+//! Waiting for the guest: its agent answering, then cloud-init finished;
+//! and setting its clock and RNG right after a restore.
 
 use super::agent::endpoint;
 use super::error::LifecycleError;
@@ -114,4 +115,50 @@ pub fn tail(path: &Path, lines: usize) -> String {
         .unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A clock set by a round trip longer than this is set again.
+const CLOCK_ROUND_TRIP: Duration = Duration::from_millis(100);
+const CLOCK_TRIES: usize = 3;
+
+/// After a restore the guest runs on from the snapshot's moment: its clock
+/// shows the snapshot's time and its RNG would repeat the snapshot's
+/// numbers. The clock is set until a round trip is short (a guest still
+/// busy after the load answers late, and the time it was sent is then stale
+/// by that long); the RNG reseeds from host randomness.
+pub fn after_restore(client: &Client, rt: &tokio::runtime::Runtime, reporter: &Reporter) {
+    if let Err(e) = rt.block_on(set_clock(client)) {
+        reporter.warn(&format!("Could not set the guest clock: {e}"));
+    }
+    let reseeded = host_random().and_then(|seed| {
+        rt.block_on(client.reseed(&seed))
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    if let Err(e) = reseeded {
+        reporter.warn(&format!(
+            "Could not reseed the guest's random number generator: {e}"
+        ));
+    }
+}
+
+/// Sets the guest clock to the host's, again while a set's round trip is
+/// long. Also after a snapshot save: the guest's clock stood still while
+/// the save stopped the VM.
+pub async fn set_clock(client: &Client) -> Result<(), rum_agent::Error> {
+    for _ in 0..CLOCK_TRIES {
+        let sent = Instant::now();
+        client.set_time(std::time::SystemTime::now()).await?;
+        if sent.elapsed() <= CLOCK_ROUND_TRIP {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// 32 bytes from the host's RNG.
+fn host_random() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut seed = vec![0; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    Ok(seed)
 }

@@ -7,7 +7,7 @@ use super::checkpoints;
 use super::checkpoints::{POST_SYSTEM, PRE_PROVISION};
 use super::error::{LifecycleError, SnapshotError};
 use super::milestones::Milestones;
-use super::snapshots;
+use super::snapshots::{self, Recorded};
 use super::{Instance, RuntimeInfo};
 use crate::drift::Applies;
 use crate::exit::Exit;
@@ -23,6 +23,7 @@ pub fn ensure_pre_provision(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
+    client: &Client,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<(), LifecycleError> {
@@ -38,8 +39,8 @@ pub fn ensure_pre_provision(
                 state,
                 PRE_PROVISION,
                 info,
-                None,
-                None,
+                Some(client),
+                Recorded::default(),
             ))
         },
     )
@@ -106,7 +107,7 @@ pub fn provision(
             attempt.scripts.extend(logged.scripts);
             if result.ok {
                 if policy.checkpoint {
-                    keep_checkpoint(instance, state, info, &system, i, rt, reporter);
+                    keep_checkpoint(instance, state, info, session, &system, i, rt, reporter);
                 }
                 i += 1;
                 continue;
@@ -209,10 +210,12 @@ fn run_again(
 /// system scripts' hash for `--from boot`). One that matches, taken with
 /// the same devices, stays.
 /// A failed save is a warning: a retry then restores an earlier one.
+#[allow(clippy::too_many_arguments)]
 fn keep_checkpoint(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
+    client: &Client,
     system: &[Script],
     index: usize,
     rt: &tokio::runtime::Runtime,
@@ -254,14 +257,17 @@ fn keep_checkpoint(
     } else {
         format!("Keeping a checkpoint after `{}`", system[index].name)
     });
-    let hash = last.then(|| system_hash(system));
+    let recorded = Recorded {
+        system_scripts: last.then(|| system_hash(system)),
+        key: Some(key),
+    };
     match rt.block_on(snapshots::save(
         instance,
         state,
         &tag,
         info,
-        hash,
-        Some(key),
+        Some(client),
+        recorded,
     )) {
         Ok(()) => step.done(),
         // A retry then restores an earlier checkpoint; provisioning goes on.

@@ -18,7 +18,7 @@ use rum_agent::Client;
 use rum_qmp::{Qmp, qmp};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Saving writes all guest RAM; under TCG on a busy host that takes a while.
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
@@ -26,14 +26,15 @@ const CONNECT: Duration = Duration::from_secs(10);
 /// Free space under which a failed save is taken to have filled the disk.
 const FULL_BELOW: u64 = 64 << 20;
 
-/// Saves `tag` on the VM running as `info` and records it.
+/// Saves `tag` on the VM running as `info` and records it; then sets the
+/// guest clock through `client`, which stood still while the VM was stopped.
 pub async fn save(
     instance: &Instance,
     state: &mut State,
     tag: &str,
     info: &RuntimeInfo,
-    system_scripts: Option<String>,
-    key: Option<String>,
+    client: Option<&Client>,
+    recorded: Recorded,
 ) -> Result<(), LifecycleError> {
     let need = info.devices.memory_mb << 20;
     let nodes = &info.snapshot_nodes;
@@ -81,12 +82,27 @@ pub async fn save(
             qemu_version: info.qemu_version.clone(),
             devices: info.devices.clone(),
             rum_owned: is_rums(tag),
-            system_scripts,
-            key,
+            system_scripts: recorded.system_scripts,
+            key: recorded.key,
         },
     );
     state.save(&instance.paths.state_file())?;
+    if let Some(client) = client
+        && let Err(e) = super::guest::set_clock(client).await
+    {
+        tracing::warn!("could not set the guest clock after the save: {e}");
+    }
     Ok(())
+}
+
+/// What a checkpoint's record holds besides the device set (`Default` for
+/// `pre-provision` and the user's snapshots).
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// `post-system`: the hash of the system scripts that had run.
+    pub system_scripts: Option<String>,
+    /// A step checkpoint's key (`checkpoints::chain`).
+    pub key: Option<String>,
 }
 
 /// Restores `tag`: live on a running VM, else into a fresh QEMU with the
@@ -155,10 +171,7 @@ pub fn restore(
             (booted.client, booted.info)
         }
     };
-    // After a restore the guest clock shows the snapshot's time.
-    if let Err(e) = rt.block_on(client.set_time(SystemTime::now())) {
-        reporter.warn(&format!("Could not set the guest clock: {e}"));
-    }
+    super::guest::after_restore(&client, rt, reporter);
     // The snapshot has the mounts it was taken with; rum.toml's go on top.
     let info = super::reload::apply_live_or_warn(instance, info, &client, rt, reporter);
     Ok((client, info))

@@ -81,7 +81,7 @@ fn after_boot(
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
-    provisioning::ensure_pre_provision(instance, state, info, rt, reporter)?;
+    provisioning::ensure_pre_provision(instance, state, info, &client, rt, reporter)?;
     let done = state.is_completed(Milestone::SystemProvisioned)
         && state.is_completed(Milestone::BootProvisioned);
     if done {

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::protocol::frame::CHUNK;
 use crate::protocol::{
     AgentVersion, Event, ExecRequest, ExitStatus, FileDone, FileInfo, OutputStream,
-    ProvisionRequest, ProvisionResult, PullRequest, PushRequest, Request, Script, ScriptState,
-    SetTimeRequest, Status, TimeSet, hex,
+    ProvisionRequest, ProvisionResult, PullRequest, PushRequest, Request, ReseedRequest, Script,
+    ScriptState, SetTimeRequest, Status, TimeSet, hex,
 };
 
 /// What an exec produces, in order.
@@ -285,6 +285,18 @@ impl Client {
                 }
                 other => return Err(unexpected(other)),
             }
+        }
+    }
+
+    /// Mixes `seed` into the guest's RNG and makes it reseed at once.
+    pub async fn reseed(&self, seed: &[u8]) -> Result<()> {
+        let request = ReseedRequest {
+            seed: seed.to_vec(),
+        };
+        let mut call = self.start(Request::Reseed(request), &[]).await?;
+        match call.recv().await?.event {
+            Event::Reseeded => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 

@@ -57,6 +57,8 @@ pub enum Request {
     Pull(PullRequest),
     /// → [`Event::TimeSet`].
     SetTime(SetTimeRequest),
+    /// → [`Event::Reseeded`].
+    Reseed(ReseedRequest),
     /// → script events, [`Event::Provisioned`].
     Provision(ProvisionRequest),
     /// → [`Event::Status`].
@@ -97,6 +99,9 @@ pub enum Event {
     Pulled(FileDone),
     Pushed(FileDone),
     TimeSet(TimeSet),
+    /// The kernel's random number generator took the host's seed and
+    /// reseeded.
+    Reseeded,
     ScriptStarted {
         index: usize,
         name: String,
@@ -126,6 +131,7 @@ impl Event {
                 | Event::Pulled(_)
                 | Event::Pushed(_)
                 | Event::TimeSet(_)
+                | Event::Reseeded
                 | Event::Provisioned(_)
                 | Event::Status(_)
                 | Event::Error(_)
@@ -294,6 +300,13 @@ pub struct SetTimeRequest {
     /// The wall-clock time to set, in nanoseconds since the Unix epoch, as
     /// read by the host just before sending.
     pub unix_ns: i64,
+}
+
+/// Random bytes from the host for the guest's RNG: a restored snapshot
+/// would otherwise go on from the state its RNG had when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReseedRequest {
+    pub seed: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

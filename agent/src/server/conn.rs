@@ -181,6 +181,13 @@ impl Conn {
                 };
                 self.outbox(id).send(reply, &[]).await;
             }
+            Request::Reseed(req) => {
+                let reply = match system::reseed(&req.seed) {
+                    Ok(()) => Event::Reseeded,
+                    Err(e) => io_error("reseeding the RNG", &e),
+                };
+                self.outbox(id).send(reply, &[]).await;
+            }
             request => self.start(id, request).await,
         }
     }

@@ -101,6 +101,15 @@ pub fn set_clock(unix_ns: i64) -> io::Result<i64> {
     Ok(previous)
 }
 
+/// Mixes `seed` into the kernel's entropy pool and has the RNG reseed from
+/// it now rather than at its next scheduled reseed.
+pub fn reseed(seed: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut urandom = fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    urandom.write_all(seed)?;
+    rum_agent::os::reseed_crng(&urandom)
+}
+
 /// The kernel's boot id (or the content of `path` when tests stand in for it).
 pub fn boot_id(path: &Path) -> String {
     fs::read_to_string(path)
