@@ -12,17 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{E2e, wait_until};
 
-fn guest(env: &E2e, command: &str) -> String {
-    let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
-    run.assert_success();
-    run.stdout
-}
-
 /// What each step left: one line per run of it.
 fn traces(env: &E2e) -> String {
-    guest(
-        env,
-        "cd /var/tmp && for f in one two three; do printf '%s:' $f; cat $f 2>/dev/null | tr '\\n' ' '; echo; done",
+    env.guest_sh("cd /var/tmp && for f in one two three; do printf '%s:' $f; cat $f 2>/dev/null | tr '\\n' ' '; echo; done",
     )
 }
 

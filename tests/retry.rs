@@ -13,12 +13,6 @@ const CLOCK_SLACK_S: f64 = 0.2;
 /// How far the snapshot's own time is left behind before the retry.
 const SNAPSHOT_AGE_S: u64 = 10;
 
-fn guest(env: &E2e, command: &str) -> String {
-    let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
-    run.assert_success();
-    run.stdout
-}
-
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -71,7 +65,7 @@ fn the_provisioning_loop() {
     let failed = env.rum(&["log", "--failed"]);
     failed.assert_success();
     assert!(failed.stdout.contains("broken on purpose"), "{failed}");
-    assert!(guest(&env, "ls /var/tmp").contains("dirty"));
+    assert!(env.guest_sh("ls /var/tmp").contains("dirty"));
     let destroy = env.rum(&["destroy"]);
     assert_eq!(
         destroy.status.code(),
@@ -102,12 +96,12 @@ fn the_provisioning_loop() {
         "{retry}"
     );
     assert_eq!(
-        guest(&env, "cat /var/tmp/system-runs"),
+        env.guest_sh("cat /var/tmp/system-runs"),
         "x\n",
         "the system script ran once, on a clean VM"
     );
     let before = now();
-    let guest_time: f64 = guest(&env, "date +%s.%N").trim().parse().unwrap();
+    let guest_time: f64 = env.guest_sh("date +%s.%N").trim().parse().unwrap();
     let after = now();
     assert!(
         guest_time + CLOCK_SLACK_S >= before && guest_time <= after + CLOCK_SLACK_S,
@@ -118,7 +112,7 @@ fn the_provisioning_loop() {
     let random = |env: &E2e| {
         env.rum(&["snapshot", "restore", "post-system"])
             .assert_success();
-        guest(env, "head -c 16 /dev/urandom | od -An -tx1")
+        env.guest_sh("head -c 16 /dev/urandom | od -An -tx1")
     };
     let (first, second) = (random(&env), random(&env));
     assert_ne!(first, second, "the same random bytes after two restores");
@@ -134,8 +128,8 @@ fn the_provisioning_loop() {
         from_boot.stderr.contains("✓ Running boot provisioning"),
         "{from_boot}"
     );
-    assert_eq!(guest(&env, "cat /var/tmp/system-runs"), "x\n");
-    assert_eq!(guest(&env, "cat /var/tmp/boot-runs"), "b\n");
+    assert_eq!(env.guest_sh("cat /var/tmp/system-runs"), "x\n");
+    assert_eq!(env.guest_sh("cat /var/tmp/boot-runs"), "b\n");
 
     // Twenty retries in a row, the mount working throughout.
     for i in 0..20 {
@@ -143,22 +137,22 @@ fn the_provisioning_loop() {
         assert!(run.status.success(), "retry {i}: {run}");
     }
     assert_eq!(
-        guest(&env, "cat /mnt/share/note.txt"),
+        env.guest_sh("cat /mnt/share/note.txt"),
         "shared\n",
         "virtiofs works after retries"
     );
-    assert_eq!(guest(&env, "cat /var/tmp/system-runs"), "x\n");
+    assert_eq!(env.guest_sh("cat /var/tmp/system-runs"), "x\n");
 
     // Into a fresh QEMU: stopped VM, and after a down/up.
     env.rum(&["down"]).assert_success();
     let cold = env.rum(&["retry"]);
     cold.assert_success();
     assert!(cold.stderr.contains("Starting QEMU"), "{cold}");
-    assert_eq!(guest(&env, "cat /var/tmp/system-runs"), "x\n");
+    assert_eq!(env.guest_sh("cat /var/tmp/system-runs"), "x\n");
     env.rum(&["down"]).assert_success();
     env.rum(&["up", "-d"]).assert_success();
     env.rum(&["retry"]).assert_success();
-    assert_eq!(guest(&env, "cat /mnt/share/note.txt"), "shared\n");
+    assert_eq!(env.guest_sh("cat /mnt/share/note.txt"), "shared\n");
 
     // --done drops rum's snapshots; destroy removes everything.
     assert_eq!(snapshot_count(&env), 2, "pre-provision and post-system");

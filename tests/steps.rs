@@ -8,17 +8,9 @@ mod support;
 use std::path::Path;
 use support::E2e;
 
-fn guest(env: &E2e, command: &str) -> String {
-    let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
-    run.assert_success();
-    run.stdout
-}
-
 /// What each step left: one line per run of it, per file.
 fn traces(env: &E2e) -> String {
-    guest(
-        env,
-        "cd /var/tmp && for f in one two three; do printf '%s:' $f; cat $f 2>/dev/null | tr '\\n' ' '; echo; done",
+    env.guest_sh("cd /var/tmp && for f in one two three; do printf '%s:' $f; cat $f 2>/dev/null | tr '\\n' ' '; echo; done",
     )
 }
 
@@ -194,10 +186,7 @@ fn retry_runs_only_the_steps_that_changed() {
         "restored before the step and again before its second run: {flaky}"
     );
     assert_eq!(
-        guest(
-            &env,
-            "cat /var/tmp/flaky; test ! -e /var/tmp/dirty && echo clean"
-        ),
+        env.guest_sh("cat /var/tmp/flaky; test ! -e /var/tmp/dirty && echo clean"),
         "ok\nclean\n",
         "the second run saw a clean VM"
     );

@@ -71,6 +71,14 @@ impl E2e {
         cmd
     }
 
+    /// Runs `command` with `sh -c` as root in the guest (through `rum exec`);
+    /// it must succeed. Returns its stdout.
+    pub fn guest_sh(&self, command: &str) -> String {
+        let run = self.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
+        run.assert_success();
+        run.stdout
+    }
+
     /// Runs `rum ARGS` to completion (at most 10 minutes) and returns its output.
     pub fn rum(&self, args: &[&str]) -> RumRun {
         self.rum_with_timeout(args, RUM_TIMEOUT)
