@@ -8,6 +8,7 @@ use super::error::{LifecycleError, ReloadError, UpError};
 use super::{Instance, RuntimeInfo, shares};
 use crate::drift::{Applied, Applies, Change, Mounts, Report};
 use crate::exit::Exit;
+use crate::instance::LockWait;
 use crate::output::Reporter;
 use crate::state::{Plugged, ShareRecord, State};
 use crate::vm::qemu_args::{NETDEV, hostfwd_rule, hostfwd_source};
@@ -109,6 +110,8 @@ pub fn reload(
         );
         return Ok(Exit::Success);
     }
+    // Like every command that changes the VM, one at a time.
+    let _lock = instance.paths.lock("rum reload", LockWait::No)?;
     let rt = super::runtime();
     let client = rt.block_on(connect_agent(instance, AGENT))?;
     apply_live(instance, &info, &client, &rt, reporter)?;
