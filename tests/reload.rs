@@ -207,6 +207,22 @@ fn edits_between_runs_are_applied_or_named() {
         hello_txt,
         "{retry}"
     );
+    // Stopped: that checkpoint loads into a QEMU started with the mount on
+    // its port, as it was plugged in.
+    env.rum(&["down"]).assert_success();
+    let cold = env.rum(&["retry"]);
+    cold.assert_success();
+    assert!(cold.stderr.contains("✓ Starting QEMU"), "{cold}");
+    assert!(
+        cold.stderr
+            .contains("✓ Restoring the `post-system` snapshot"),
+        "{cold}"
+    );
+    assert!(
+        !cold.stderr.contains("Plugging in"),
+        "the mount came with the QEMU: {cold}"
+    );
+    assert_eq!(guest(&env, "cat /mnt/extra/hello.txt"), hello_txt, "{cold}");
     let retry = env.rum(&["retry", "--from", "web"]);
     retry.assert_success();
     assert!(
