@@ -18,7 +18,7 @@ use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
 use crate::state::{DeviceSet, Milestone, Plugged, ShareRecord, State};
 use crate::vm::host::{self, Host};
-use crate::vm::spec::{PLUGGED_INDEX, Share, VmSpec};
+use crate::vm::spec::{Share, VmSpec, plugged_index};
 use crate::vm::{process, qemu, qemu_args};
 use crate::{agent_binary, disk, image, seed};
 use rum_agent::Client;
@@ -285,11 +285,7 @@ impl Boot<'_> {
             Ok(pid)
         })?;
         let info = plan::record(spec, pid, unix_now(), &host.qemu_version, virtiofsd_pids);
-        info.save(&paths.runtime_info())
-            .map_err(|source| UpError::Write {
-                path: paths.runtime_info(),
-                source,
-            })?;
+        info.store(paths)?;
         // A new VM has all of rum.toml; any boot has its forwards and shares.
         let kinds: &[Applies] = if self.made {
             &Applies::ALL
@@ -313,9 +309,7 @@ impl Boot<'_> {
         ));
         let mut pids = Vec::new();
         for (i, share) in shares.iter().enumerate() {
-            let index = share
-                .port
-                .map_or(i, |port| PLUGGED_INDEX + usize::from(port));
+            let index = share.port.map_or(i, plugged_index);
             let pid = match super::shares::serve(&self.instance.paths, &binary, share, index) {
                 Ok(pid) => pid,
                 Err(e) => {

@@ -11,7 +11,7 @@ use crate::disk::BootNeeds;
 use crate::instance::InstancePaths;
 use crate::state::{DeviceSet, Plugged, ShareRecord};
 use crate::vm::host::Host;
-use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, PLUGGED_INDEX, Share, VmSpec};
+use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, Share, VmSpec, plugged_index};
 use rum_firmware::{Firmware, Interface};
 
 /// Everything the spec depends on, resolved by the caller.
@@ -91,24 +91,32 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
 /// The shares on the root bus, then those a snapshot to load had plugged
 /// into spare ports, each with its virtiofsd's socket.
 fn shares(inputs: &Inputs<'_>) -> Vec<Share> {
-    let share = |record: &ShareRecord, index: usize, port: Option<u8>| Share {
-        tag: record.tag.clone(),
-        socket: inputs.paths.virtiofs_socket(index),
-        source: record.source.clone(),
-        target: record.target.clone(),
-        readonly: record.readonly,
-        port,
-    };
     let root = inputs
         .shares
         .iter()
         .enumerate()
-        .map(|(i, s)| share(s, i, None));
+        .map(|(i, s)| share(inputs.paths, s, i, None));
     let plugged = inputs
         .plugged
         .iter()
-        .map(|p| share(&p.share, PLUGGED_INDEX + usize::from(p.port), Some(p.port)));
+        .map(|p| plugged_share(inputs.paths, &p.share, p.port));
     root.chain(plugged).collect()
+}
+
+/// The spec of `record` on spare root port `port`.
+pub fn plugged_share(paths: &InstancePaths, record: &ShareRecord, port: u8) -> Share {
+    share(paths, record, plugged_index(port), Some(port))
+}
+
+fn share(paths: &InstancePaths, record: &ShareRecord, index: usize, port: Option<u8>) -> Share {
+    Share {
+        tag: record.tag.clone(),
+        socket: paths.virtiofs_socket(index),
+        source: record.source.clone(),
+        target: record.target.clone(),
+        readonly: record.readonly,
+        port,
+    }
 }
 
 /// Spare PCIe root ports a new VM gets: a few on q35 (PCIe hot-plug needs

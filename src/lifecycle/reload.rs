@@ -4,7 +4,7 @@
 //! plugged into spare PCIe ports (`shares`).
 
 use super::agent::connect_agent;
-use super::error::{LifecycleError, ReloadError, UpError};
+use super::error::{LifecycleError, ReloadError};
 use super::{Instance, RuntimeInfo, shares};
 use crate::drift::{Applied, Applies, Change, Mounts, Report};
 use crate::exit::Exit;
@@ -206,13 +206,6 @@ fn apply_mounts(
     let qmp = rt
         .block_on(Qmp::connect(&paths.qmp_socket(), CONNECT))
         .map_err(ReloadError::from)?;
-    let save = |info: &RuntimeInfo| {
-        info.save(&paths.runtime_info())
-            .map_err(|source| UpError::Write {
-                path: paths.runtime_info(),
-                source,
-            })
-    };
     for plugged in gone {
         let step = reporter.step(format!("Unplugging the mount at {}", plugged.share.target));
         if let Err(e) = rt.block_on(shares::unplug(paths, &qmp, client, &plugged)) {
@@ -221,7 +214,7 @@ fn apply_mounts(
         }
         step.done();
         info.devices.plugged.retain(|p| p.port != plugged.port);
-        save(&info)?;
+        info.store(paths)?;
     }
     for share in new {
         let step = reporter.step(format!("Plugging in the mount at {}", share.target));
@@ -239,7 +232,7 @@ fn apply_mounts(
             Ok(plugged) => {
                 step.done();
                 info.devices.plugged.push(plugged);
-                save(&info)?;
+                info.store(paths)?;
             }
             Err(e) => {
                 step.fail_with(&e);
@@ -292,11 +285,7 @@ fn apply_ports(
             }
         }
         info.ports = wanted;
-        info.save(&instance.paths.runtime_info())
-            .map_err(|source| UpError::Write {
-                path: instance.paths.runtime_info(),
-                source,
-            })?;
+        info.store(&instance.paths)?;
     }
     Ok(info)
 }

@@ -1,6 +1,8 @@
 //! `vm.json` in the runtime dir: how the running VM was started, for
 //! `status`, `ssh`, `exec` and `down`. Gone with the runtime dir.
 
+use super::error::UpError;
+use crate::instance::InstancePaths;
 use crate::state::DeviceSet;
 use crate::vm::spec::{Accel, FirmwareKind, Forward, Transport};
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,13 @@ impl RuntimeInfo {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         crate::fsutil::write_private(path, &serde_json::to_vec_pretty(self).expect("serializes"))
+    }
+
+    /// Saves it as the VM's `vm.json`, a failure named with the path.
+    pub fn store(&self, paths: &InstancePaths) -> Result<(), UpError> {
+        let path = paths.runtime_info();
+        self.save(&path)
+            .map_err(|source| UpError::Write { path, source })
     }
 }
 

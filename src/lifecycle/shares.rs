@@ -4,11 +4,12 @@
 //! ones before it, so the VM is left as it was.
 
 use super::error::{LifecycleError, ReloadError, UpError};
+use super::plan;
 use crate::instance::InstancePaths;
 use crate::state::{Plugged, ShareRecord};
 use crate::vm::process::{self, ProcessError};
 use crate::vm::qemu_args::{hotplug_bus, plugged_chardev as chardev, plugged_device as device};
-use crate::vm::spec::{PLUGGED_INDEX, Share};
+use crate::vm::spec::{Share, plugged_index};
 use crate::vm::{host, virtiofsd};
 use rum_agent::Client;
 use rum_agent::protocol::ExecRequest;
@@ -52,18 +53,6 @@ pub fn serve(
     )
 }
 
-/// The spec of `share` on spare port `port`.
-pub fn on_port(paths: &InstancePaths, share: &ShareRecord, port: u8) -> Share {
-    Share {
-        tag: share.tag.clone(),
-        socket: paths.virtiofs_socket(PLUGGED_INDEX + usize::from(port)),
-        source: share.source.clone(),
-        target: share.target.clone(),
-        readonly: share.readonly,
-        port: Some(port),
-    }
-}
-
 /// Plugs `share` into spare port `port` and mounts it in the guest.
 pub async fn plug(
     paths: &InstancePaths,
@@ -72,8 +61,8 @@ pub async fn plug(
     share: &ShareRecord,
     port: u8,
 ) -> Result<Plugged, LifecycleError> {
-    let spec = on_port(paths, share, port);
-    let index = PLUGGED_INDEX + usize::from(port);
+    let spec = plan::plugged_share(paths, share, port);
+    let index = plugged_index(port);
     let binary = host::find_virtiofsd().map_err(UpError::from)?;
     let pid = serve(paths, &binary, &spec, index).map_err(UpError::from)?;
     let stop = || process::terminate(pid, Duration::from_secs(2));
@@ -123,7 +112,7 @@ pub async fn unplug(
     qmp.remove_chardev(&chardev(plugged.port))
         .await
         .map_err(ReloadError::from)?;
-    let index = PLUGGED_INDEX + usize::from(plugged.port);
+    let index = plugged_index(plugged.port);
     let marker = paths.virtiofs_socket(index);
     if let Some(pid) = process::find(&paths.virtiofsd_pid(index), &marker.to_string_lossy()) {
         process::terminate(pid, Duration::from_secs(2));

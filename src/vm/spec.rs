@@ -70,6 +70,12 @@ pub struct Share {
 /// virtiofsd's files for a share on spare port `port` are numbered from here.
 pub const PLUGGED_INDEX: usize = 100;
 
+/// The number of the virtiofsd files (socket, pid, log) of the share on
+/// spare port `port`.
+pub fn plugged_index(port: u8) -> usize {
+    PLUGGED_INDEX + usize::from(port)
+}
+
 /// A host port forwarded to a guest port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {

@@ -132,7 +132,10 @@ fn disks_shares_and_forwards_come_from_the_config() {
     assert_eq!(spec.shares[0].socket, p.virtiofs_socket(0));
     assert_eq!(
         (spec.shares[1].port, &spec.shares[1].socket),
-        (Some(2), &p.virtiofs_socket(PLUGGED_INDEX + 2)),
+        (
+            Some(2),
+            &p.virtiofs_socket(crate::vm::spec::PLUGGED_INDEX + 2)
+        ),
         "a snapshot's plugged share starts on its port"
     );
     assert_eq!(DeviceSet::of(&spec).plugged, plugged);
