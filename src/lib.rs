@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod output;
 pub mod provision;
+pub mod ram;
 pub mod seed;
 pub mod state;
 pub mod testhook;

@@ -5,12 +5,10 @@
 
 mod support;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::{E2e, wait_until};
+use support::{At, E2e};
 
 /// What each step left: one line per run of it.
 fn traces(env: &E2e) -> String {
@@ -20,49 +18,6 @@ fn traces(env: &E2e) -> String {
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
-}
-
-/// Where `rum retry` is killed.
-enum At<'a> {
-    /// Once its output shows this line, after a delay.
-    Line(&'a str, Duration),
-    /// While QEMU runs the job with this id (rum paused right after it
-    /// started it, through the test hook).
-    Job(&'a str),
-}
-
-/// Starts `rum retry` and kills it with SIGKILL (no handler, no rollback)
-/// at `at`. Returns what it printed.
-fn kill_retry(env: &E2e, at: At) -> String {
-    let dir = env.dir("killed");
-    let n = std::fs::read_dir(&dir).unwrap().count();
-    let log = dir.join(format!("{n}.log"));
-    let gate = dir.join(format!("{n}.gate"));
-    let reached = dir.join(format!("{n}.gate.reached"));
-    let mut cmd = env.rum_command();
-    cmd.arg("retry")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    if let At::Job(id) = at {
-        cmd.env("RUM_TEST_PAUSE_AT", format!("job:{id}"))
-            .env("RUM_TEST_GATE", &gate);
-    }
-    let pid = env.procs.spawn(&mut cmd);
-    let printed = || std::fs::read_to_string(&log).unwrap_or_default();
-    let there = || match at {
-        At::Line(line, _) => printed().contains(line),
-        At::Job(_) => reached.exists(),
-    };
-    let ok = wait_until(Duration::from_secs(600), Duration::from_millis(10), || {
-        there() || env.procs.try_wait(pid).is_some()
-    });
-    assert!(ok && there(), "rum retry never got there:\n{}", printed());
-    if let At::Line(_, after) = at {
-        std::thread::sleep(after);
-    }
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    env.procs.wait_timeout(pid, Duration::from_secs(10));
-    printed()
 }
 
 /// The next retry after a killed one: it succeeds, every restore loads and
@@ -114,7 +69,7 @@ fn a_killed_retry_leaves_a_vm_the_next_retry_can_use() {
             "three.sh",
             &format!("echo 3-{n} >> /var/tmp/three\n"),
         );
-        let killed = kill_retry(&env, at);
+        let killed = env.kill_rum(&["retry"], at);
         assert!(killed.contains("✓ three"), "{killed}");
         // The last step back as it was. Its old checkpoint was given up
         // before the save began (or, killed before that, is still good), so
@@ -143,7 +98,7 @@ fn a_killed_retry_leaves_a_vm_the_next_retry_can_use() {
             "three.sh",
             &format!("echo 3r{n} >> /var/tmp/three\n"),
         );
-        kill_retry(&env, at);
+        env.kill_rum(&["retry"], at);
         let retry = retry_cleanly(&env);
         assert!(
             retry.contains("✓ Restoring the `step-two` snapshot"),
@@ -155,7 +110,7 @@ fn a_killed_retry_leaves_a_vm_the_next_retry_can_use() {
     // Killed while QEMU loads into a fresh QEMU on a stopped VM.
     env.rum(&["down"]).assert_success();
     write(&steps, "three.sh", "echo 3s >> /var/tmp/three\n");
-    kill_retry(&env, At::Job("rum-load-step-two"));
+    env.kill_rum(&["retry"], At::Job("rum-load-step-two"));
     retry_cleanly(&env);
     assert_eq!(traces(&env), "one:1 \ntwo:2 \nthree:3s \n");
 

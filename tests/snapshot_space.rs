@@ -1,8 +1,8 @@
 //! Snapshots against a small disk: a save that cannot fit is refused with
-//! the figures, a disk that fills up in the middle of a save leaves the
-//! older snapshots intact and the image consistent, and a checkpoint that
-//! would not fit is skipped while provisioning goes on. Needs root (loop
-//! mount).
+//! the figures, a disk that fills up in the middle of a save (into the
+//! qcow2, or of a RAM copy beside it) leaves the older snapshots intact and
+//! the image consistent, and a checkpoint that would not fit is skipped
+//! while provisioning goes on. Needs root (loop mount).
 
 mod support;
 
@@ -79,7 +79,8 @@ fn snapshots_on_a_disk_that_fills_up() {
     }
     let disk = SmallDisk::new(&env.root, 1000);
     let data = disk.mount.join("data");
-    env.write_rum_toml("");
+    // RAM in memfd: snapshots write it into the qcow2.
+    env.write_rum_toml("[advanced]\nguest_ram = \"memfd\"\n");
     let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
 
     // Less free space than the guest's RAM: the pre-provision save is refused.
@@ -173,7 +174,8 @@ fn a_checkpoint_that_would_not_fit_is_skipped() {
          [[provision.system]]\nname = \"one\"\nscript = \"\"\"\n\
          test -e /mnt/fill/ballast || fallocate -l $(( $(df -m --output=avail /mnt/fill | tail -1) - 600 ))M /mnt/fill/ballast\n\
          echo 1 >> /var/tmp/one\n\"\"\"\n\n\
-         [[provision.system]]\nname = \"two\"\nscript = \"echo 2 >> /var/tmp/two\"\n",
+         [[provision.system]]\nname = \"two\"\nscript = \"echo 2 >> /var/tmp/two\"\n\n\
+         [advanced]\nguest_ram = \"memfd\"\n",
         fill.display()
     ));
     let up = rum(&env, &data, &[], &["up", "-d"]);
@@ -212,6 +214,76 @@ fn a_checkpoint_that_would_not_fit_is_skipped() {
         traces.stdout, "1\n2\n",
         "each step ran once since pre-provision"
     );
+    rum(&env, &data, &[], &["destroy", "-f"]).assert_success();
+    assert!(env.procs.strays().is_empty());
+}
+
+#[test]
+fn ram_copies_on_a_disk_that_fills_up() {
+    let Some(env) = support::e2e() else { return };
+    if !may_mount() {
+        return;
+    }
+    let disk = SmallDisk::new(&env.root, 1000);
+    let data = disk.mount.join("data");
+    env.write_rum_toml("");
+    let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
+    rum(&env, &data, &[], &["up", "-d"]).assert_success();
+    let sh = |command: &str| {
+        let run = rum(
+            &env,
+            &data,
+            &[],
+            &["exec", "--user", "root", "--", "sh", "-c", command],
+        );
+        run.assert_success();
+        run.stdout.clone()
+    };
+    sh("echo first > /dev/shm/marker");
+
+    // Each snapshot copies the RAM the guest touched: the disk fills up in
+    // the middle of a copy.
+    let mut saved = Vec::new();
+    let mut failure = None;
+    for i in 0..6 {
+        let name = format!("s{i}");
+        let run = rum(&env, &data, &skip, &["snapshot", "create", &name]);
+        if run.status.success() {
+            saved.push(name);
+            sh(&format!("echo {i} > /dev/shm/marker"));
+        } else {
+            failure = Some(run);
+            break;
+        }
+    }
+    let failure = failure.expect("the small disk never filled up");
+    assert!(!saved.is_empty(), "not even one snapshot fit: {failure}");
+    assert!(
+        failure.stderr.contains("filled up while saving")
+            && failure.stderr.contains("older ones are intact"),
+        "{failure}"
+    );
+    let copies: Vec<_> = std::fs::read_dir(data.join("rum"))
+        .unwrap()
+        .flatten()
+        .flat_map(|vm| std::fs::read_dir(vm.path().join("ram")).unwrap().flatten())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        copies.iter().all(|c| c.ends_with(".ram")),
+        "no half-made copy is left: {copies:?}"
+    );
+    assert_eq!(copies.len(), saved.len() + 1, "{copies:?}");
+    let list = rum(&env, &data, &[], &["snapshot", "list"]);
+    let failed = format!("s{}", saved.len());
+    assert!(!list.stdout.contains(&failed), "{list}");
+    for name in &saved {
+        assert!(list.stdout.contains(name.as_str()), "{name} lost: {list}");
+    }
+
+    // The older ones restore, with the memory they had; the VM runs on.
+    rum(&env, &data, &[], &["snapshot", "restore", "s0"]).assert_success();
+    assert_eq!(sh("cat /dev/shm/marker"), "first\n");
     rum(&env, &data, &[], &["destroy", "-f"]).assert_success();
     assert!(env.procs.strays().is_empty());
 }

@@ -109,6 +109,20 @@ impl Qmp {
         self.run_job(command, &id, timeout).await
     }
 
+    /// Leaves RAM in shared named files out of snapshots (QEMU's
+    /// `x-ignore-shared`): they hold device state only, and the caller
+    /// copies the files. Needed before a save and before a load alike.
+    pub async fn leave_shared_ram_out(&self) -> Result<(), QmpError> {
+        self.execute(qmp::migrate_set_capabilities {
+            capabilities: vec![qmp::MigrationCapabilityStatus {
+                capability: qmp::MigrationCapability::x_ignore_shared,
+                state: true,
+            }],
+        })
+        .await
+        .map(drop)
+    }
+
     pub async fn snapshot_delete(
         &self,
         tag: &str,

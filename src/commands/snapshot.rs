@@ -99,6 +99,18 @@ enum Action<'a> {
     Delete(&'a str),
 }
 
+/// The snapshots on disk that rum recorded: complete ones. A save whose
+/// rum was killed leaves a tag without a record, which nothing restores.
+pub fn recorded<'a>(
+    on_disk: &'a [disk::SnapshotInfo],
+    state: &'a State,
+) -> Vec<(&'a disk::SnapshotInfo, &'a crate::state::SnapshotRecord)> {
+    on_disk
+        .iter()
+        .filter_map(|s| Some((s, state.snapshots.get(&s.name)?)))
+        .collect()
+}
+
 fn list(
     id: &str,
     on_disk: &[disk::SnapshotInfo],
@@ -107,11 +119,10 @@ fn list(
     reporter: &Reporter,
 ) {
     let now = crate::clock::unix_now();
-    let rows: Vec<serde_json::Value> = on_disk
+    let shown = recorded(on_disk, state);
+    let rows: Vec<serde_json::Value> = shown
         .iter()
-        .map(|s| {
-            let record = state.snapshots.get(&s.name);
-            let rum_owned = record.is_some_and(|r| r.rum_owned);
+        .map(|(s, record)| {
             // A step checkpoint: which step of today's scripts it follows, if any.
             let checkpoint = steps
                 .iter()
@@ -122,7 +133,9 @@ fn list(
                 "date": s.date,
                 "age_s": now.saturating_sub(s.date),
                 "vm_state_size": s.vm_state_size,
-                "rum_owned": rum_owned,
+                "ram_file": record.ram.as_ref().map(|r| &r.file),
+                "disk_bytes": record.disk_bytes(s.vm_state_size),
+                "rum_owned": record.rum_owned,
                 "checkpoint": checkpoint.is_some(),
                 "step": checkpoint.cloned().flatten(),
                 "current": checkpoint.map(|step| step.is_some()),
@@ -132,11 +145,11 @@ fn list(
     let text = if rows.is_empty() {
         format!("`{id}` has no snapshots")
     } else {
-        on_disk
+        shown
             .iter()
             .zip(&rows)
-            .map(|(s, r)| {
-                let owner = if r["rum_owned"] == true {
+            .map(|((s, record), r)| {
+                let owner = if record.rum_owned {
                     "rum's own"
                 } else {
                     "yours"
@@ -147,10 +160,11 @@ fn list(
                     _ => String::new(),
                 };
                 format!(
-                    "{:<24} {:>12} {:>8} MiB  {owner}{step}, {} old",
+                    "{:<24} {:>12} {:>8} MiB  {:<12} {owner}{step}, {} old",
                     s.name,
                     r["date"],
-                    s.vm_state_size >> 20,
+                    record.disk_bytes(s.vm_state_size) >> 20,
+                    record.kind(),
                     age(now.saturating_sub(s.date))
                 )
             })

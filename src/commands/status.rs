@@ -19,9 +19,13 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let pid = instance.qemu_pid();
     let info = instance.running();
     let state = State::load(&paths.state_file())?;
-    let snapshots = disk::inspect(&paths.overlay())
-        .map(|i| i.snapshots)
-        .unwrap_or(0);
+    let on_disk = disk::snapshots(&paths.overlay()).unwrap_or_default();
+    let recorded = super::snapshot::recorded(&on_disk, &state);
+    let snapshots = recorded.len();
+    let snapshot_bytes: u64 = recorded
+        .iter()
+        .map(|(s, r)| r.disk_bytes(s.vm_state_size))
+        .sum();
     let busy = InstanceLock::current_holder(&paths.lock_file());
     let vm_state = match (exists, pid) {
         (false, _) => "not created",
@@ -63,7 +67,25 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
         "  {:<12}{} CPUs, {} MiB, {} disk",
         "resources", c.cpus, c.memory_mb, c.disk
     );
-    let _ = writeln!(s, "  {:<12}{snapshots}", "snapshots");
+    let ram = match &state.ram {
+        Some(ram) => format!(
+            "in {} while it runs; snapshots copy it beside the disks{}",
+            ram.live.display(),
+            if ram.reflink {
+                ", sharing unchanged blocks"
+            } else {
+                ""
+            }
+        ),
+        None => "memfd; snapshots write it into the qcow2".to_owned(),
+    };
+    let _ = writeln!(s, "  {:<12}{ram}", "guest RAM");
+    let _ = writeln!(
+        s,
+        "  {:<12}{snapshots} ({} MiB on disk)",
+        "snapshots",
+        snapshot_bytes >> 20
+    );
     for (milestone, m) in &state.milestones {
         let error = m
             .error
@@ -108,6 +130,8 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
             "busy": busy,
             "resources": c,
             "snapshots": snapshots,
+            "snapshot_disk_bytes": snapshot_bytes,
+            "ram": state.ram,
             "milestones": state.milestones,
             "history": state.history,
             "data_dir": paths.data,

@@ -194,6 +194,8 @@ pub struct Advanced {
     pub agent_transport: AgentTransport,
     /// rum's step checkpoints kept at most (besides `pre-provision`).
     pub checkpoints: u32,
+    /// Where a new VM's RAM lives (fixed when the VM is made).
+    pub guest_ram: GuestRam,
 }
 
 /// The checkpoint budget when rum.toml names none.
@@ -225,6 +227,9 @@ macro_rules! config_enum {
 config_enum!(Accel { Auto = "auto", Kvm = "kvm", Tcg = "tcg" });
 config_enum!(FirmwareChoice { Auto = "auto", Bios = "bios", Uefi = "uefi" });
 config_enum!(AgentTransport { Auto = "auto", Vsock = "vsock", Serial = "serial" });
+// `auto`: a file on /dev/shm where it has room, which snapshots leave out
+// and copy on their own; `memfd`: memory snapshots write into the qcow2.
+config_enum!(GuestRam { Auto = "auto", Memfd = "memfd" });
 
 #[cfg(test)]
 mod tests {

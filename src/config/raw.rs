@@ -193,6 +193,7 @@ pub struct RawAdvanced {
     pub qemu: Option<String>,
     pub agent_transport: Option<String>,
     pub checkpoints: Option<i64>,
+    pub guest_ram: Option<String>,
     pub libvirt_uri: Option<String>,
     pub domain_type: Option<String>,
     pub autologin: Option<bool>,

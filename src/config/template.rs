@@ -90,6 +90,7 @@ disk = {disk}             # root disk size: K, M, G or T
 # firmware = "auto"     # auto | bios | uefi
 # machine = "q35"
 # agent_transport = "auto"   # auto | vsock | serial
+# guest_ram = "auto"    # auto (a file on /dev/shm, for fast snapshots) | memfd
 "#,
         base = quoted(&a.base),
         cpus = a.cpus,

@@ -176,6 +176,17 @@ impl InstancePaths {
         self.data.join("seed.iso.id")
     }
 
+    /// Where a snapshot keeps the guest's RAM when the VM's RAM is a file.
+    pub fn ram_checkpoint(&self, tag: &str) -> PathBuf {
+        self.data.join("ram").join(format!("{tag}.ram"))
+    }
+
+    /// Present while rum holds the VM paused to copy its RAM: a rum killed
+    /// meanwhile leaves it, and the next snapshot command lets the VM go on.
+    pub fn paused_marker(&self) -> PathBuf {
+        self.runtime.join("paused-by-rum")
+    }
+
     pub fn qmp_socket(&self) -> PathBuf {
         self.runtime.join("qmp.sock")
     }

@@ -11,7 +11,7 @@ use super::plan::{self, Inputs};
 use super::ports::{check_port_free, free_port};
 use super::{Instance, RuntimeInfo, guest, reload, runtime};
 use crate::clock::unix_now;
-use crate::config::FirmwareChoice;
+use crate::config::{FirmwareChoice, GuestRam};
 use crate::drift::{Applies, Mounts};
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
@@ -20,7 +20,7 @@ use crate::state::{DeviceSet, Milestone, Plugged, ShareRecord, State};
 use crate::vm::host::{self, Host};
 use crate::vm::spec::{Share, VmSpec, plugged_index};
 use crate::vm::{process, qemu, qemu_args};
-use crate::{agent_binary, disk, image, seed};
+use crate::{agent_binary, disk, image, ram, seed};
 use rum_agent::Client;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -127,6 +127,21 @@ impl Boot<'_> {
         if self.made {
             state.hotplug_ports = plan::hotplug_ports(&machine);
             state.shares = Some(config.mounts.iter().map(ShareRecord::of).collect());
+            state.ram = match config.advanced.guest_ram {
+                GuestRam::Auto => {
+                    ram::choose(paths.id.as_str(), config.resources.memory_mb, &paths.data)
+                }
+                GuestRam::Memfd => None,
+            };
+        }
+        if let Some(ram) = &state.ram {
+            // Empty before QEMU maps it; freed when the VM stops.
+            ram.prepare(config.resources.memory_mb)?;
+            let ram = ram.clone();
+            self.guard.push("RAM file", move || {
+                ram.remove();
+                Ok(())
+            });
         }
         let shares = match &state.shares {
             Some(shares) => shares.clone(),
@@ -145,6 +160,7 @@ impl Boot<'_> {
             hotplug_ports: state.hotplug_ports,
             shares: &shares,
             plugged,
+            ram: state.ram.as_ref(),
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);

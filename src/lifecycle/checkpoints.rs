@@ -174,10 +174,12 @@ mod tests {
                 agent: Transport::Serial,
                 hotplug_ports: 0,
                 plugged: vec![],
+                ram: Default::default(),
             },
             rum_owned: true,
             system_scripts: None,
             key,
+            ram: None,
         }
     }
 

@@ -84,6 +84,8 @@ pub enum AgentError {
 pub enum SnapshotError {
     #[error(transparent)]
     Qmp(#[from] rum_qmp::QmpError),
+    #[error(transparent)]
+    Ram(#[from] crate::ram::RamError),
     #[error(
         "Only {free_mib} MiB are free in {}; a snapshot of this VM needs about {need_mib} MiB (its RAM). Free some space first", .dir.display()
     )]
@@ -220,6 +222,12 @@ pub enum LifecycleError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<crate::ram::RamError> for LifecycleError {
+    fn from(e: crate::ram::RamError) -> Self {
+        LifecycleError::Snapshot(e.into())
+    }
 }
 
 impl From<provision::scripts::ScriptError> for LifecycleError {

@@ -9,6 +9,7 @@ use super::runtime::MountRecord;
 use crate::config::{Accel as AccelChoice, AgentTransport, Config, FirmwareChoice};
 use crate::disk::BootNeeds;
 use crate::instance::InstancePaths;
+use crate::ram::RamFile;
 use crate::state::{DeviceSet, Plugged, ShareRecord};
 use crate::vm::host::Host;
 use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, Share, VmSpec, plugged_index};
@@ -34,6 +35,8 @@ pub struct Inputs<'a> {
     pub shares: &'a [ShareRecord],
     /// Shares to start plugged into spare ports: a snapshot's, to load it.
     pub plugged: &'a [Plugged],
+    /// The VM's RAM file (`State::ram`).
+    pub ram: Option<&'a RamFile>,
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -80,6 +83,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         forwards: config.ports.iter().map(Forward::from).collect(),
         shares: shares(inputs),
         hotplug_ports: inputs.hotplug_ports,
+        ram_file: inputs.ram.map(|r| r.live.clone()),
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
         pid_file: paths.qemu_pid(),

@@ -10,13 +10,15 @@ use super::error::{LifecycleError, SnapshotError};
 use super::{Instance, RuntimeInfo};
 use crate::clock::unix_now;
 use crate::guard::Guard;
+use crate::instance::InstancePaths;
 use crate::output::Reporter;
-use crate::state::{DeviceSet, SnapshotRecord, State};
+use crate::ram::RamFile;
+use crate::state::{DeviceSet, RamCopy, RamKind, SnapshotRecord, State};
 use crate::vm;
 use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
 use rum_agent::Client;
 use rum_qmp::{Qmp, qmp};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,45 +38,49 @@ pub async fn save(
     client: Option<&Client>,
     recorded: Recorded,
 ) -> Result<(), LifecycleError> {
-    let need = info.devices.memory_mb << 20;
-    let nodes = &info.snapshot_nodes;
+    let paths = &instance.paths;
+    let ram = ram_file(state, &info.devices);
+    // A RAM copy writes at most what the guest touched; a stream all RAM.
+    let need = ram
+        .as_ref()
+        .map_or(info.devices.memory_mb << 20, RamFile::touched);
     // Tests lift the check to fill a disk in the middle of a save.
     let checked = std::env::var_os("RUM_TEST_SKIP_SPACE_CHECK").is_none();
-    let free_before = crate::fsutil::free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
+    let free_before = crate::fsutil::free_bytes(&paths.data).unwrap_or(u64::MAX);
     if checked && free_before < need {
         return Err(SnapshotError::NoSpace {
-            dir: instance.paths.data.clone(),
+            dir: paths.data.clone(),
             free_mib: free_before >> 20,
             need_mib: need >> 20,
         }
         .into());
     }
-    let qmp = connect(&instance.paths.qmp_socket()).await?;
+    let qmp = connect(&paths.qmp_socket()).await?;
+    resume_interrupted(instance, &qmp).await?;
     // The old record goes first: a rum killed from here on leaves a tag
     // with no record, which nothing restores, never a record of new state.
     if state.snapshots.remove(tag).is_some() {
-        state.save(&instance.paths.state_file())?;
+        state.save(&paths.state_file())?;
     }
     // snapshot-save refuses an existing name; one can be on disk without a
     // record (a save whose rum was killed before it recorded it).
-    if crate::disk::snapshots(&instance.paths.overlay())
+    if crate::disk::snapshots(&paths.overlay())
         .map_or(true, |all| all.iter().any(|s| s.name == tag))
     {
-        let _ = qmp.snapshot_delete(tag, nodes, JOB_TIMEOUT).await;
+        let _ = qmp
+            .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
+            .await;
     }
-    if let Err(e) = qmp.snapshot_save(tag, ROOT_NODE, nodes, JOB_TIMEOUT).await {
-        // QEMU reports a full disk as an I/O error; say what it was.
-        let free = crate::fsutil::free_bytes(&instance.paths.data).unwrap_or(u64::MAX);
-        if free < FULL_BELOW || free_before < need {
-            return Err(SnapshotError::FilledUp {
-                dir: instance.paths.data.clone(),
-                free_mib: free >> 20,
-                qemu: e.to_string(),
-            }
-            .into());
+    let copy = match &ram {
+        None => {
+            let saved = qmp
+                .snapshot_save(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
+                .await;
+            saved.map_err(|e| filled_up(paths, free_before < need, e.into()))?;
+            None
         }
-        return Err(SnapshotError::from(e).into());
-    }
+        Some(ram) => Some(save_with_ram(instance, state, &qmp, tag, info, ram).await?),
+    };
     state.snapshots.insert(
         tag.to_owned(),
         SnapshotRecord {
@@ -84,14 +90,141 @@ pub async fn save(
             rum_owned: is_rums(tag),
             system_scripts: recorded.system_scripts,
             key: recorded.key,
+            ram: copy,
         },
     );
-    state.save(&instance.paths.state_file())?;
+    state.save(&paths.state_file())?;
     if let Some(client) = client
         && let Err(e) = super::guest::set_clock(client).await
     {
         tracing::warn!("could not set the guest clock after the save: {e}");
     }
+    Ok(())
+}
+
+/// The VM's RAM file when its snapshots keep RAM in files of their own.
+fn ram_file(state: &State, devices: &DeviceSet) -> Option<RamFile> {
+    match devices.ram {
+        RamKind::File => state.ram.clone(),
+        RamKind::Stream => None,
+    }
+}
+
+/// A failed save named as what it most likely was: a full disk.
+fn filled_up(paths: &InstancePaths, short: bool, error: SnapshotError) -> LifecycleError {
+    let free = crate::fsutil::free_bytes(&paths.data).unwrap_or(u64::MAX);
+    if free < FULL_BELOW || short {
+        return SnapshotError::FilledUp {
+            dir: paths.data.clone(),
+            free_mib: free >> 20,
+            qemu: error.to_string(),
+        }
+        .into();
+    }
+    error.into()
+}
+
+/// With the VM paused: device state and disks into the qcow2 (RAM left
+/// out), then the RAM file copied beside them; the VM goes on after.
+async fn save_with_ram(
+    instance: &Instance,
+    state: &State,
+    qmp: &Qmp,
+    tag: &str,
+    info: &RuntimeInfo,
+    ram: &RamFile,
+) -> Result<RamCopy, LifecycleError> {
+    let paths = &instance.paths;
+    let file = paths.ram_checkpoint(tag);
+    let dir = file.parent().expect("a checkpoint has a directory");
+    crate::instance::dirs::create_private_dir(dir)?;
+    // Copies of earlier checkpoints share blocks with the newest (reflink).
+    let base = ram
+        .reflink
+        .then(|| newest_ram_copy(state, tag))
+        .flatten()
+        .filter(|f| f.exists());
+    let _ = std::fs::remove_file(&file);
+    crate::ram::remove_partial(dir);
+    qmp.leave_shared_ram_out()
+        .await
+        .map_err(SnapshotError::from)?;
+    let paused = Paused::pause(paths, qmp).await?;
+    let saved = async {
+        qmp.snapshot_save(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
+            .await
+            .map_err(|e| filled_up(paths, false, e.into()))?;
+        crate::testhook::pause("ram_copy");
+        match ram.save(&file, base.as_deref()) {
+            Ok(copied) => Ok(copied),
+            Err(e) => {
+                let _ = qmp
+                    .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
+                    .await;
+                Err(filled_up(paths, e.is_disk_full(), e.into()))
+            }
+        }
+    }
+    .await;
+    paused.resume(qmp).await?;
+    let copied = saved?;
+    Ok(RamCopy {
+        file,
+        written: copied.written,
+    })
+}
+
+/// The RAM copy of the newest recorded snapshot other than `tag`.
+fn newest_ram_copy(state: &State, tag: &str) -> Option<PathBuf> {
+    state
+        .snapshots
+        .iter()
+        .filter(|(t, _)| *t != tag)
+        .filter_map(|(_, r)| Some((r.created, r.ram.as_ref()?.file.clone())))
+        .max_by_key(|(created, _)| *created)
+        .map(|(_, file)| file)
+}
+
+/// The VM paused by rum (to copy its RAM), marked on disk while it is.
+struct Paused {
+    marker: PathBuf,
+    was_running: bool,
+}
+
+impl Paused {
+    async fn pause(paths: &InstancePaths, qmp: &Qmp) -> Result<Self, SnapshotError> {
+        let was_running = qmp.execute(qmp::query_status {}).await?.running;
+        let marker = paths.paused_marker();
+        if was_running {
+            let _ = std::fs::write(&marker, b"");
+            qmp.execute(qmp::stop {}).await?;
+        }
+        Ok(Self {
+            marker,
+            was_running,
+        })
+    }
+
+    async fn resume(self, qmp: &Qmp) -> Result<(), SnapshotError> {
+        if self.was_running {
+            qmp.execute(qmp::cont {}).await?;
+            let _ = std::fs::remove_file(&self.marker);
+        }
+        Ok(())
+    }
+}
+
+/// Lets a VM go on that a killed rum left paused in the middle of a RAM copy.
+async fn resume_interrupted(instance: &Instance, qmp: &Qmp) -> Result<(), SnapshotError> {
+    let marker = instance.paths.paused_marker();
+    if !marker.exists() {
+        return Ok(());
+    }
+    if !qmp.execute(qmp::query_status {}).await?.running {
+        tracing::warn!("a checkpoint was interrupted with the VM paused; it goes on now");
+        qmp.execute(qmp::cont {}).await?;
+    }
+    let _ = std::fs::remove_file(&marker);
     Ok(())
 }
 
@@ -124,7 +257,15 @@ pub fn restore(
             .check_loadable(tag, devices)
             .map_err(SnapshotError::from)?)
     };
-    let load = |info: &RuntimeInfo| load(instance, info, tag, rt, reporter);
+    // A RAM copy deleted or cut short is found before the VM is touched.
+    let ram = match (&record.ram, ram_file(state, &record.devices)) {
+        (Some(copy), Some(live)) => {
+            crate::ram::check(tag, &copy.file, record.devices.memory_mb)?;
+            Some((live, copy.file.clone()))
+        }
+        _ => None,
+    };
+    let load = |info: &RuntimeInfo| load(instance, info, tag, ram.as_ref(), rt, reporter);
     let running = match instance.running() {
         // Other shares plugged in than the snapshot had: a QEMU started
         // afresh with the snapshot's loads it; this one cannot.
@@ -177,17 +318,27 @@ pub fn restore(
     Ok((client, info))
 }
 
-/// Loads `tag` into the running (or paused) VM and lets it run.
+/// Loads `tag` into the running (or paused) VM and lets it run; with
+/// `ram`, the VM's RAM file and the snapshot's copy of it, the copy is put
+/// back first, with the VM paused.
 fn load(
     instance: &Instance,
     info: &RuntimeInfo,
     tag: &str,
+    ram: Option<&(RamFile, PathBuf)>,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<(), LifecycleError> {
     let step = reporter.step(format!("Restoring the `{tag}` snapshot"));
     let loaded = rt.block_on(async {
         let qmp = connect(&instance.paths.qmp_socket()).await?;
+        resume_interrupted(instance, &qmp).await?;
+        if let Some((live, copy)) = ram {
+            qmp.leave_shared_ram_out().await?;
+            // Left paused: the load below lets it run.
+            let _ = Paused::pause(&instance.paths, &qmp).await?;
+            live.load(tag, copy)?;
+        }
         qmp.snapshot_load(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
             .await
             .map_err(SnapshotError::from)?;
@@ -200,6 +351,7 @@ fn load(
                 .await
                 .map_err(SnapshotError::from)?;
         }
+        let _ = std::fs::remove_file(instance.paths.paused_marker());
         Ok::<(), SnapshotError>(())
     });
     match loaded {
@@ -231,6 +383,12 @@ pub fn delete(
     if deleted.is_err() {
         state.snapshots.extend(records);
         state.save(&instance.paths.state_file())?;
+        return deleted;
+    }
+    for (_, record) in records {
+        if let Some(copy) = record.ram {
+            let _ = std::fs::remove_file(&copy.file);
+        }
     }
     deleted
 }

@@ -34,6 +34,9 @@ pub fn stop(instance: &Instance, force: bool) -> Stop {
     }
     let _ = std::fs::remove_dir_all(&paths.runtime);
     if let Ok(mut state) = State::load(&paths.state_file()) {
+        if let Some(ram) = &state.ram {
+            ram.remove();
+        }
         state.reset(Milestone::Booted);
         state.reset(Milestone::AgentReady);
         let _ = state.save(&paths.state_file());

@@ -4,7 +4,9 @@
 
 mod snapshot;
 
-pub use snapshot::{DeviceSet, DevicesChanged, Plugged, ShareRecord, SnapshotRecord};
+pub use snapshot::{
+    DeviceSet, DevicesChanged, Plugged, RamCopy, RamKind, ShareRecord, SnapshotRecord,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -139,6 +141,10 @@ pub struct State {
     /// ports; `None` for older VMs, which take rum.toml's at every boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shares: Option<Vec<ShareRecord>>,
+    /// Guest RAM in a file, fixed when the VM is made (`None`: in memfd or
+    /// QEMU's own memory, and snapshots carry it in the qcow2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<crate::ram::RamFile>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,38 @@ pub struct SnapshotRecord {
     /// since `pre-provision` (`lifecycle::checkpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Where the guest's RAM is, when not in the qcow2 beside the devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<RamCopy>,
+}
+
+/// A snapshot's RAM, copied out of the VM's RAM file beside its disks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamCopy {
+    pub file: PathBuf,
+    /// Bytes the copy wrote to disk (the rest is holes, or shared blocks).
+    pub written: u64,
+}
+
+/// Where a VM's snapshots keep its RAM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RamKind {
+    /// In the migration stream, in the qcow2 (memfd or QEMU's own memory).
+    #[default]
+    Stream,
+    /// In a file of its own: the VM's RAM is a shared file left out of the
+    /// stream (`x-ignore-shared`).
+    File,
+}
+
+impl std::fmt::Display for RamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RamKind::Stream => "in the snapshot",
+            RamKind::File => "a file of its own",
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +66,20 @@ pub struct DevicesChanged {
 }
 
 impl SnapshotRecord {
+    /// What the snapshot costs on disk, given its VM state's size in the
+    /// qcow2: that, plus what its RAM copy wrote.
+    pub fn disk_bytes(&self, vm_state_size: u64) -> u64 {
+        vm_state_size + self.ram.as_ref().map_or(0, |r| r.written)
+    }
+
+    /// Where its RAM is, for people.
+    pub fn kind(&self) -> &'static str {
+        match self.ram {
+            Some(_) => "RAM file",
+            None => "RAM in qcow2",
+        }
+    }
+
     /// The one check before any load: live, or into a fresh paused QEMU.
     pub fn check_loadable(&self, tag: &str, now: &DeviceSet) -> Result<(), DevicesChanged> {
         let changes = self.devices.differences(now);
@@ -64,6 +110,14 @@ pub struct DeviceSet {
     /// Shares plugged into spare ports while the VM ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugged: Vec<Plugged>,
+    #[serde(default, skip_serializing_if = "RamKind::is_stream")]
+    pub ram: RamKind,
+}
+
+impl RamKind {
+    fn is_stream(&self) -> bool {
+        *self == RamKind::Stream
+    }
 }
 
 /// A virtiofs share: the host directory, and where the guest mounts it.
@@ -134,6 +188,11 @@ impl DeviceSet {
                     })
                 })
                 .collect(),
+            ram: if spec.ram_file.is_some() {
+                RamKind::File
+            } else {
+                RamKind::Stream
+            },
         }
     }
 
@@ -187,6 +246,7 @@ impl DeviceSet {
         );
         let slots = |d: &DeviceSet| d.plugged.iter().map(Plugged::slot).collect::<Vec<_>>();
         field("plugged mounts", list(&slots(self)), list(&slots(now)));
+        field("guest RAM", self.ram.to_string(), now.ram.to_string());
         out
     }
 }
@@ -220,6 +280,7 @@ mod tests {
             agent: Transport::Serial,
             hotplug_ports: 4,
             plugged: vec![],
+            ram: RamKind::File,
         }
     }
 
@@ -243,6 +304,7 @@ mod tests {
             rum_owned: true,
             system_scripts: None,
             key: None,
+            ram: None,
         };
         assert!(record.check_loadable("pre-provision", &set()).is_ok());
         let err = record.check_loadable("pre-provision", &now).unwrap_err();

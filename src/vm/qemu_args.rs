@@ -63,9 +63,17 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         machine += if *requires_smm { ",smm=on" } else { ",smm=off" };
         machine += ",pflash0=fw-code,pflash1=fw-vars";
     }
-    // vhost-user (virtiofsd) needs guest RAM it can map: shared memfd, from
-    // the start when a share may be plugged in later.
-    if !spec.shares.is_empty() || spec.hotplug_ports > 0 {
+    // vhost-user (virtiofsd) needs guest RAM it can map: a shared file
+    // (which snapshots leave out) or shared memfd, from the start when a
+    // share may be plugged in later.
+    if let Some(file) = &spec.ram_file {
+        machine += ",memory-backend=mem0";
+        let backend = format!(
+            "memory-backend-file,id=mem0,size={}M,share=on,mem-path=",
+            spec.memory_mb
+        );
+        a.path("-object", &backend, file);
+    } else if !spec.shares.is_empty() || spec.hotplug_ports > 0 {
         machine += ",memory-backend=mem0";
         a.plain([
             "-object",

@@ -113,6 +113,8 @@ pub struct VmSpec {
     pub shares: Vec<Share>,
     /// Spare PCIe root ports `hp0`, `hp1`, … for devices plugged later.
     pub hotplug_ports: u8,
+    /// Guest RAM in this shared file (else memfd, or QEMU's own memory).
+    pub ram_file: Option<PathBuf>,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
     pub pid_file: PathBuf,

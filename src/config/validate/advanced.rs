@@ -2,7 +2,7 @@
 
 use super::Checker;
 use crate::config::model::{
-    Accel, Advanced, AgentTransport, DEFAULT_CHECKPOINTS, FirmwareChoice, MAX_CHECKPOINTS,
+    Accel, Advanced, AgentTransport, DEFAULT_CHECKPOINTS, FirmwareChoice, GuestRam, MAX_CHECKPOINTS,
 };
 use crate::config::raw::RawAdvanced;
 use crate::config::span::KeyPath;
@@ -99,6 +99,10 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
             DEFAULT_CHECKPOINTS
         }
     };
+    let guest_ram = raw
+        .guest_ram
+        .and_then(|t| c.choice(path.key("guest_ram"), &t, GuestRam::NAMES, GuestRam::parse))
+        .unwrap_or(GuestRam::Auto);
     Advanced {
         accel,
         machine,
@@ -106,6 +110,7 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
         qemu,
         agent_transport,
         checkpoints,
+        guest_ram,
     }
 }
 

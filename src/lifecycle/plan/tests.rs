@@ -53,6 +53,7 @@ fn inputs<'a>(
         hotplug_ports: 4,
         shares: &[],
         plugged: &[],
+        ram: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn spec() -> VmSpec {
         }],
         shares: vec![],
         hotplug_ports: 0,
+        ram_file: None,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
         pid_file: run.join("qemu.pid"),
@@ -137,6 +138,20 @@ fn spare_root_ports_come_last_with_shared_memory() {
     );
     assert!(
         args.ends_with("virtio-rng-pci\n-device\npcie-root-port,id=hp0,chassis=1,bus=pcie.0\n-device\npcie-root-port,id=hp1,chassis=2,bus=pcie.0"),
+        "{args}"
+    );
+}
+
+#[test]
+fn ram_in_a_file_is_shared_and_its_path_escaped() {
+    let mut spec = spec();
+    spec.hotplug_ports = 1;
+    spec.ram_file = Some("/dev/shm/rum-0/a,b.ram".into());
+    let args = render(&spec);
+    assert!(
+        args.contains("-object\nmemory-backend-file,id=mem0,size=2048M,share=on,mem-path=/dev/shm/rum-0/a,,b.ram\n")
+            && args.contains("memory-backend=mem0")
+            && !args.contains("memfd"),
         "{args}"
     );
 }

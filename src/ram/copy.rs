@@ -1,0 +1,268 @@
+//! Copies of a guest RAM file that cost only what holds data: holes stay
+//! holes, ranges go through `copy_file_range` (a reflink on XFS and btrfs,
+//! an in-kernel copy within other filesystems) and through plain reads and
+//! writes across filesystems; against a base, only the pages that differ
+//! are written.
+
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, copy_file_range, fallocate};
+use nix::unistd::{Whence, lseek};
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+
+/// The unit of comparison and of sparseness: a guest page.
+const PAGE: usize = 4096;
+/// Bytes read at a time on the userspace path.
+const CHUNK: usize = 1 << 20;
+
+/// How a copy went: bytes it wrote (the rest was left as holes or shared).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub written: u64,
+    /// Whether every data range went through `copy_file_range`.
+    pub in_kernel: bool,
+}
+
+/// The ranges of `file` that hold data, in order (holes left out).
+pub fn data_ranges(file: &File) -> io::Result<Vec<Range<u64>>> {
+    let len = file.metadata()?.len();
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let start = match lseek(file, at as i64, Whence::SeekData) {
+            Ok(s) => s as u64,
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match lseek(file, start as i64, Whence::SeekHole) {
+            Ok(e) => e as u64,
+            Err(e) => return Err(e.into()),
+        };
+        ranges.push(start..end.min(len));
+        at = end;
+    }
+    Ok(ranges)
+}
+
+/// Makes `target` hold what `source` holds, at the same size. With `over`,
+/// `target` holds an earlier state (a reflinked older copy, or the live
+/// file): holes are punched into it and, where ranges cannot be copied in
+/// the kernel, only differing pages written. Without it, `target` is all
+/// holes.
+pub fn copy_into(source: &File, target: &File, over: bool) -> io::Result<Copied> {
+    let len = source.metadata()?.len();
+    if target.metadata()?.len() != len {
+        target.set_len(len)?;
+    }
+    let data = data_ranges(source)?;
+    if over {
+        for hole in holes(&data, len) {
+            punch(target, hole)?;
+        }
+    }
+    let mut copied = Copied {
+        written: 0,
+        in_kernel: true,
+    };
+    for range in data {
+        if copied.in_kernel {
+            match kernel_copy(source, target, range.clone()) {
+                Ok(()) => {
+                    copied.written += range.end - range.start;
+                    continue;
+                }
+                // Across filesystems, or one that copies no ranges.
+                Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
+                    copied.in_kernel = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        copied.written += user_copy(source, target, range, over)?;
+    }
+    Ok(copied)
+}
+
+/// The gaps between `data` up to `len`.
+fn holes(data: &[Range<u64>], len: u64) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for r in data {
+        if r.start > at {
+            out.push(at..r.start);
+        }
+        at = r.end;
+    }
+    if at < len {
+        out.push(at..len);
+    }
+    out
+}
+
+/// Frees `range` of `file`: it reads as zeros, and a mapping sees zeros.
+pub fn punch(file: &File, range: Range<u64>) -> io::Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    fallocate(
+        file,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        range.start as i64,
+        (range.end - range.start) as i64,
+    )
+    .map_err(io::Error::from)
+}
+
+fn kernel_copy(source: &File, target: &File, range: Range<u64>) -> Result<(), Errno> {
+    let mut from = range.start as i64;
+    let mut to = range.start as i64;
+    while (from as u64) < range.end {
+        let left = (range.end - from as u64) as usize;
+        let n = copy_file_range(source, Some(&mut from), target, Some(&mut to), left)?;
+        if n == 0 {
+            // The source shrank under us; what is left reads as zeros.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `range` by reads and writes, page by page: zero pages are not
+/// written to a fresh target; against a base, equal pages are not either.
+fn user_copy(source: &File, target: &File, range: Range<u64>, base: bool) -> io::Result<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut old = vec![0u8; if base { CHUNK } else { 0 }];
+    let mut written = 0;
+    let mut at = range.start;
+    while at < range.end {
+        let n = ((range.end - at) as usize).min(CHUNK);
+        read_full(source, &mut buf[..n], at)?;
+        if base {
+            read_full(target, &mut old[..n], at)?;
+        }
+        let mut page = 0;
+        while page < n {
+            // Runs of pages to write, coalesced into one write each.
+            let start = page;
+            while page < n && differs(&buf, &old, page, n, base) {
+                page += PAGE;
+            }
+            if page > start {
+                let end = page.min(n);
+                target.write_all_at(&buf[start..end], at + start as u64)?;
+                written += (end - start) as u64;
+            } else {
+                page += PAGE;
+            }
+        }
+        at += n as u64;
+    }
+    Ok(written)
+}
+
+fn differs(new: &[u8], old: &[u8], page: usize, n: usize, base: bool) -> bool {
+    let end = (page + PAGE).min(n);
+    let new = &new[page..end];
+    if base {
+        new != &old[page..end]
+    } else {
+        new.iter().any(|b| *b != 0)
+    }
+}
+
+/// Reads `buf.len()` bytes at `at`; past the end reads as zeros.
+fn read_full(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], at + done as u64)? {
+            0 => {
+                buf[done..].fill(0);
+                break;
+            }
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    const MIB: u64 = 1 << 20;
+
+    fn sparse(dir: &std::path::Path, name: &str, pages: &[(u64, u8)]) -> File {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(name))
+            .unwrap();
+        file.set_len(8 * MIB).unwrap();
+        for (at, byte) in pages {
+            file.write_all_at(&[*byte; PAGE], *at).unwrap();
+        }
+        file
+    }
+
+    fn contents(file: &File) -> Vec<u8> {
+        let mut all = vec![0u8; file.metadata().unwrap().len() as usize];
+        read_full(file, &mut all, 0).unwrap();
+        all
+    }
+
+    #[test]
+    fn a_copy_holds_the_same_bytes_and_no_more_blocks_than_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = sparse(dir.path(), "ram", &[(0, 1), (3 * MIB, 2), (7 * MIB, 3)]);
+        // A zero page the guest touched: data to the filesystem, not to a copy.
+        source.write_all_at(&[0u8; PAGE], 5 * MIB).unwrap();
+        let target = sparse(dir.path(), "copy", &[]);
+        let copied = copy_into(&source, &target, false).unwrap();
+        assert_eq!(contents(&source), contents(&target));
+        assert!(
+            target.metadata().unwrap().blocks() * 512 <= 4 * PAGE as u64 * 2,
+            "{} blocks",
+            target.metadata().unwrap().blocks()
+        );
+        assert!(copied.written >= 3 * PAGE as u64);
+    }
+
+    #[test]
+    fn against_a_base_only_changed_pages_are_written_and_freed_ones_punched() {
+        // The live RAM on tmpfs, its copies elsewhere: no copy in the kernel.
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let old = sparse(dir.path(), "old", &[(0, 1), (MIB, 2), (2 * MIB, 3)]);
+        let target = sparse(dir.path(), "target", &[]);
+        copy_into(&old, &target, false).unwrap();
+        // Since then: one page changed, one freed, one new.
+        let new = sparse(shm.path(), "new", &[(0, 1), (MIB, 9), (4 * MIB, 4)]);
+        let copied = copy_into(&new, &target, true).unwrap();
+        assert_eq!(contents(&new), contents(&target));
+        assert_eq!(
+            copied.written,
+            2 * PAGE as u64,
+            "the changed and the new page"
+        );
+        assert!(!copied.in_kernel);
+        let ranges = data_ranges(&target).unwrap();
+        assert!(
+            ranges.iter().all(|r| !r.contains(&(2 * MIB))),
+            "the freed page is a hole: {ranges:?}"
+        );
+    }
+
+    #[test]
+    fn restoring_over_a_larger_live_file_zeroes_what_the_copy_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = sparse(dir.path(), "ckpt", &[(MIB, 5)]);
+        let live = sparse(dir.path(), "live", &[(0, 7), (MIB, 6), (6 * MIB, 8)]);
+        copy_into(&checkpoint, &live, true).unwrap();
+        assert_eq!(contents(&checkpoint), contents(&live));
+    }
+}

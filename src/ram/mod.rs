@@ -1,0 +1,252 @@
+//! Guest RAM in a named shared file on tmpfs, left out of a snapshot's
+//! migration stream (QEMU's `x-ignore-shared`) and checkpointed by copying
+//! the file beside the disks: where the live file lives, and a checkpoint's
+//! save, check and load. tmpfs because a RAM file on a disk filesystem is
+//! written back by the kernel while the VM merely runs (`scripts/bench --ram`).
+
+mod copy;
+
+pub use copy::Copied;
+
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where a VM's RAM lives while it runs, fixed when the VM is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamFile {
+    /// The file QEMU maps, shared (virtiofsd maps it too).
+    pub live: PathBuf,
+    /// Whether the data directory shares blocks between copies (reflink):
+    /// each checkpoint is then a copy of the one before plus what changed.
+    pub reflink: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RamError {
+    #[error(
+        "The `{tag}` snapshot's RAM file {} is gone, so the snapshot cannot be restored; the VM was left as it was. `rum snapshot delete {tag}` forgets it", .path.display()
+    )]
+    Missing { tag: String, path: PathBuf },
+    #[error(
+        "The `{tag}` snapshot's RAM file {} holds {actual} bytes, not the {expected} the VM's RAM has: it was truncated or replaced, so the snapshot cannot be restored; the VM was left as it was. `rum snapshot delete {tag}` forgets it", .path.display()
+    )]
+    WrongSize {
+        tag: String,
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("Cannot copy the guest's RAM to {}: {source}", .path.display())]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Cannot copy the `{tag}` snapshot's RAM from {}: {source}; the VM is paused with part of it, so restore again or `rum down`", .path.display())]
+    Load {
+        tag: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} has {free_mib} MiB free, and the VM's RAM ({need_mib} MiB) lives there while it runs; stop another VM or make /dev/shm larger", .dir.display()
+    )]
+    NoRoom {
+        dir: PathBuf,
+        free_mib: u64,
+        need_mib: u64,
+    },
+    #[error(transparent)]
+    Dir(#[from] crate::instance::InstanceError),
+    #[error("Cannot prepare the VM's RAM file {}: {source}", .path.display())]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where RAM files live: tmpfs, so only memory holds them.
+const SHM: &str = "/dev/shm";
+
+/// The RAM file for a new VM `id` of `memory_mb`, or `None` where there is
+/// no tmpfs with room for it (its snapshots then hold RAM in the qcow2).
+pub fn choose(id: &str, memory_mb: u64, data: &Path) -> Option<RamFile> {
+    let dir = Path::new(SHM);
+    let stat = nix::sys::statfs::statfs(dir).ok()?;
+    if stat.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+        return None;
+    }
+    if crate::fsutil::free_bytes(dir)? < memory_mb << 20 {
+        return None;
+    }
+    let uid = nix::unistd::getuid();
+    Some(RamFile {
+        live: dir.join(format!("rum-{uid}")).join(format!("{id}.ram")),
+        reflink: reflinks(data),
+    })
+}
+
+/// Whether `dir`'s filesystem shares blocks between copies; asked once,
+/// when a VM is made, of `cp` (FICLONE needs an ioctl this crate would
+/// have to declare unsafely).
+fn reflinks(dir: &Path) -> bool {
+    let probe = dir.join(".reflink-probe");
+    let copy = dir.join(".reflink-probe.copy");
+    let made = std::fs::write(&probe, [0u8; 4096]).is_ok();
+    let shared = made
+        && std::process::Command::new("cp")
+            .arg("--reflink=always")
+            .args([&probe, &copy])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(&copy);
+    shared
+}
+
+impl RamError {
+    /// A copy that ran out of disk (its half-made file is gone already).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, RamError::Save { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+impl RamFile {
+    /// An empty file of the RAM's size, mode 0600 in a 0700 directory of the
+    /// user's, before QEMU starts: no earlier run's memory is left in it.
+    pub fn prepare(&self, memory_mb: u64) -> Result<(), RamError> {
+        let err = |source| RamError::Prepare {
+            path: self.live.clone(),
+            source,
+        };
+        let dir = self.live.parent().expect("a RAM file has a directory");
+        crate::instance::dirs::create_owned_private_dir(dir)?;
+        let size = memory_mb << 20;
+        let held = std::fs::metadata(&self.live).map_or(0, |m| m.blocks() * 512);
+        let free = crate::fsutil::free_bytes(dir).unwrap_or(u64::MAX) + held;
+        if free < size {
+            return Err(RamError::NoRoom {
+                dir: dir.to_owned(),
+                free_mib: free >> 20,
+                need_mib: memory_mb,
+            });
+        }
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.live)
+            .map_err(err)?;
+        file.set_len(size).map_err(err)
+    }
+
+    /// Frees the memory the file holds (the VM has stopped).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.live);
+    }
+
+    /// Bytes the guest has touched: an upper bound on a checkpoint's cost.
+    pub fn touched(&self) -> u64 {
+        std::fs::metadata(&self.live).map_or(0, |m| m.blocks() * 512)
+    }
+
+    /// Copies the live RAM (the VM stopped) to `to`, through `to.part`, so
+    /// no half-made copy ever has the name. With `base`, an earlier
+    /// checkpoint on a filesystem that shares blocks, the copy shares its
+    /// blocks and writes only the pages that differ.
+    pub fn save(&self, to: &Path, base: Option<&Path>) -> Result<Copied, RamError> {
+        let part = partial(to);
+        let err = |source| RamError::Save {
+            path: to.to_owned(),
+            source,
+        };
+        let saved = (|| {
+            let live = File::open(&self.live)?;
+            let target = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&part)?;
+            let over = match base {
+                Some(base) => {
+                    copy::copy_into(&File::open(base)?, &target, false)?;
+                    true
+                }
+                None => false,
+            };
+            let copied = copy::copy_into(&live, &target, over)?;
+            target.sync_all()?;
+            std::fs::rename(&part, to)?;
+            if let Some(dir) = to.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(copied)
+        })();
+        if saved.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        saved.map_err(err)
+    }
+
+    /// Puts checkpoint `from` of `tag` back into the live file (the VM
+    /// stopped); QEMU's mapping sees it at once.
+    pub fn load(&self, tag: &str, from: &Path) -> Result<(), RamError> {
+        let err = |source| RamError::Load {
+            tag: tag.to_owned(),
+            path: from.to_owned(),
+            source,
+        };
+        let source = File::open(from).map_err(err)?;
+        let live = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.live)
+            .map_err(err)?;
+        copy::copy_into(&source, &live, true).map_err(err)?;
+        Ok(())
+    }
+}
+
+/// A checkpoint `tag` can be loaded only if its file is whole: asked before
+/// the VM is touched.
+pub fn check(tag: &str, path: &Path, memory_mb: u64) -> Result<(), RamError> {
+    let expected = memory_mb << 20;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == expected => Ok(()),
+        Ok(m) => Err(RamError::WrongSize {
+            tag: tag.to_owned(),
+            path: path.to_owned(),
+            actual: m.len(),
+            expected,
+        }),
+        Err(_) => Err(RamError::Missing {
+            tag: tag.to_owned(),
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// Removes copies in `dir` that a killed rum left half-made.
+pub fn remove_partial(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "part") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The name a copy has until it is whole.
+pub fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    name.into()
+}

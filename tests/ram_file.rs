@@ -1,0 +1,136 @@
+//! Guest RAM in a file on /dev/shm, which snapshots copy beside the disks
+//! instead of writing it into the qcow2: the snapshot really holds the
+//! guest's memory (a file on the guest's tmpfs comes back), `status` and
+//! `snapshot list` say so with its cost, a RAM copy deleted or truncated
+//! behind rum's back is refused with the VM left as it was, a rum killed
+//! in the middle of the copy leaves no listed snapshot and a VM that goes
+//! on, and a snapshot loads into a fresh QEMU after `down`. One boot.
+
+mod support;
+
+use serde_json::Value;
+use std::path::PathBuf;
+use support::{At, E2e};
+
+/// Memory only: a file on the guest's tmpfs is in RAM, not on its disk.
+const IN_RAM: &str = "/dev/shm/rum-test-marker";
+
+fn json(env: &E2e, args: &[&str]) -> Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let run = env.rum(&all);
+    run.assert_success();
+    let last: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    last["data"].clone()
+}
+
+fn snapshots(env: &E2e) -> Vec<Value> {
+    json(env, &["snapshot", "list"])["snapshots"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ram_file_of(env: &E2e, name: &str) -> PathBuf {
+    let found = snapshots(env)
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no snapshot {name}"));
+    PathBuf::from(found["ram_file"].as_str().expect("a RAM file"))
+}
+
+fn marker(env: &E2e) -> String {
+    env.guest_sh(&format!("cat {IN_RAM} 2>/dev/null || echo none"))
+}
+
+#[test]
+fn snapshots_of_a_vm_whose_ram_is_a_file() {
+    let Some(env) = support::e2e() else { return };
+    env.write_rum_toml("");
+    env.rum(&["up", "-d"]).assert_success();
+
+    let status = json(&env, &["status"]);
+    let live = PathBuf::from(status["ram"]["live"].as_str().expect("RAM in a file"));
+    assert!(live.starts_with("/dev/shm"), "{status}");
+    assert!(
+        live.exists(),
+        "the live RAM file is there while the VM runs"
+    );
+    let pre = snapshots(&env);
+    assert_eq!(pre.len(), 1, "{pre:?}");
+    // The qcow2 holds device state only; the RAM copy holds what the guest
+    // touched, far less than its 1024 MiB.
+    assert!(
+        pre[0]["vm_state_size"].as_u64().unwrap() < 16 << 20,
+        "{pre:?}"
+    );
+    let cost = pre[0]["disk_bytes"].as_u64().unwrap();
+    assert!(cost > 16 << 20 && cost < 900 << 20, "{pre:?}");
+    let list = env.rum(&["snapshot", "list"]);
+    assert!(list.stdout.contains("RAM file"), "{list}");
+
+    // The snapshot holds the guest's memory: a file only in RAM comes back.
+    env.guest_sh(&format!("echo kept > {IN_RAM}"));
+    env.rum(&["snapshot", "create", "a"]).assert_success();
+    env.guest_sh(&format!("echo changed > {IN_RAM}"));
+    env.rum(&["snapshot", "restore", "a"]).assert_success();
+    assert_eq!(marker(&env), "kept\n");
+
+    // A RAM copy cut short, then gone: refused, naming the snapshot and the
+    // file; the running VM is untouched.
+    env.guest_sh(&format!("echo after > {IN_RAM}"));
+    let copy = ram_file_of(&env, "a");
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let refused = env.rum(&["snapshot", "restore", "a"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused}");
+    assert!(
+        refused.stderr.contains("`a` snapshot's RAM file")
+            && refused.stderr.contains(copy.to_str().unwrap())
+            && refused.stderr.contains("truncated"),
+        "{refused}"
+    );
+    assert_eq!(marker(&env), "after\n", "the VM went on as it was");
+    std::fs::remove_file(&copy).unwrap();
+    let refused = env.rum(&["snapshot", "restore", "a"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused}");
+    assert!(refused.stderr.contains("is gone"), "{refused}");
+    assert_eq!(marker(&env), "after\n");
+    env.rum(&["snapshot", "delete", "a"]).assert_success();
+
+    // rum killed while it copies the RAM (the VM paused): the snapshot is
+    // not listed, and the next command lets the VM go on.
+    env.kill_rum(&["snapshot", "create", "b"], At::Point("ram_copy"));
+    let names: Vec<_> = snapshots(&env).iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(
+        names,
+        ["pre-provision"],
+        "only complete snapshots are listed"
+    );
+    env.rum(&["snapshot", "create", "c"]).assert_success();
+    assert_eq!(marker(&env), "after\n", "the VM runs again");
+    let names: Vec<_> = snapshots(&env).iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, ["pre-provision", "c"]);
+
+    // After `down`, the live file is gone and a snapshot loads into a fresh
+    // QEMU; the pre-provision one has no marker at all.
+    env.rum(&["down"]).assert_success();
+    assert!(!live.exists(), "the VM's memory is freed with it");
+    env.rum(&["snapshot", "restore", "c"]).assert_success();
+    assert_eq!(marker(&env), "after\n");
+    env.rum(&["snapshot", "restore", "pre-provision"])
+        .assert_success();
+    assert_eq!(marker(&env), "none\n");
+
+    env.rum(&["destroy", "-f"]).assert_success();
+    assert!(!live.exists());
+    assert!(
+        !copy.parent().unwrap().exists(),
+        "the copies go with the VM"
+    );
+    assert!(env.procs.strays().is_empty());
+}
