@@ -4,13 +4,14 @@
 //! `snapshot list` say so with its cost, a RAM copy deleted or truncated
 //! behind rum's back is refused with the VM left as it was, a rum killed
 //! in the middle of the copy leaves no listed snapshot and a VM that goes
-//! on, and a snapshot loads into a fresh QEMU after `down`. One boot.
+//! on, and a snapshot loads into a fresh QEMU after `down`. One boot; a
+//! second on XFS, where each copy shares the blocks of the one before.
 
 mod support;
 
 use serde_json::Value;
 use std::path::PathBuf;
-use support::{At, E2e};
+use support::{At, E2e, LoopFs, may_mount};
 
 /// Memory only: a file on the guest's tmpfs is in RAM, not on its disk.
 const IN_RAM: &str = "/dev/shm/rum-test-marker";
@@ -132,5 +133,56 @@ fn snapshots_of_a_vm_whose_ram_is_a_file() {
         !copy.parent().unwrap().exists(),
         "the copies go with the VM"
     );
+    assert!(env.procs.strays().is_empty());
+}
+
+#[test]
+fn on_xfs_a_copy_costs_what_changed_since_the_last() {
+    let Some(mut env) = support::e2e() else {
+        return;
+    };
+    if !may_mount() {
+        return;
+    }
+    let fs = LoopFs::new(&env.root, "xfs", 3072);
+    env.xdg.data = fs.mount.join("data");
+    env.write_rum_toml("");
+    env.rum(&["up", "-d"]).assert_success();
+    assert_eq!(json(&env, &["status"])["ram"]["reflink"], true);
+
+    let free = || {
+        let stat = nix::sys::statvfs::statvfs(&fs.mount).unwrap();
+        stat.blocks_available() as u64 * stat.fragment_size() as u64
+    };
+    env.guest_sh(&format!("echo one > {IN_RAM}"));
+    let before = free();
+    env.rum(&["snapshot", "create", "one"]).assert_success();
+    let used = before.saturating_sub(free());
+    let all = snapshots(&env);
+    let cost = |name: &str| {
+        all.iter().find(|s| s["name"] == name).unwrap()["disk_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    // The first copy holds all the guest touched; the next only what changed.
+    assert!(
+        cost("one") * 4 < cost("pre-provision"),
+        "one: {}, pre-provision: {}",
+        cost("one"),
+        cost("pre-provision")
+    );
+    assert!(
+        used * 4 < cost("pre-provision"),
+        "the filesystem lost {used} bytes for a copy of {}",
+        cost("pre-provision")
+    );
+
+    env.guest_sh(&format!("echo two > {IN_RAM}"));
+    env.rum(&["snapshot", "restore", "one"]).assert_success();
+    assert_eq!(marker(&env), "one\n");
+    env.rum(&["snapshot", "restore", "pre-provision"])
+        .assert_success();
+    assert_eq!(marker(&env), "none\n");
+    env.rum(&["destroy", "-f"]).assert_success();
     assert!(env.procs.strays().is_empty());
 }

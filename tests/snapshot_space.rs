@@ -6,48 +6,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use support::{E2e, RumRun};
-
-/// A small ext4 filesystem on a loop device, unmounted on drop.
-struct SmallDisk {
-    mount: PathBuf,
-}
-
-impl SmallDisk {
-    fn new(root: &Path, mib: u64) -> Self {
-        let file = root.join("small.img");
-        let mount = root.join("small");
-        std::fs::create_dir_all(&mount).unwrap();
-        std::fs::File::create(&file)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        assert!(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F"])
-                .arg(&file)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mounted = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&file)
-            .arg(&mount)
-            .status()
-            .unwrap();
-        assert!(mounted.success(), "loop mount failed (root needed)");
-        Self { mount }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
+use support::{E2e, LoopFs, RumRun, may_mount};
 
 /// rum with its data on the small disk.
 fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
@@ -57,27 +18,13 @@ fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
     env.rum_env(&all, args)
 }
 
-/// Whether the test may loop-mount; as non-root it is skipped, but never
-/// under `RUM_E2E=1`.
-fn may_mount() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("RUM_E2E").as_deref() != Ok("1"),
-        "this test loop-mounts a filesystem: run it as root"
-    );
-    eprintln!("skipped: needs root for a loop mount");
-    false
-}
-
 #[test]
 fn snapshots_on_a_disk_that_fills_up() {
     let Some(env) = support::e2e() else { return };
     if !may_mount() {
         return;
     }
-    let disk = SmallDisk::new(&env.root, 1000);
+    let disk = LoopFs::new(&env.root, "ext4", 1000);
     let data = disk.mount.join("data");
     // RAM in memfd: snapshots write it into the qcow2.
     env.write_rum_toml("[advanced]\nguest_ram = \"memfd\"\n");
@@ -162,7 +109,7 @@ fn a_checkpoint_that_would_not_fit_is_skipped() {
     if !may_mount() {
         return;
     }
-    let disk = SmallDisk::new(&env.root, 2000);
+    let disk = LoopFs::new(&env.root, "ext4", 2000);
     let data = disk.mount.join("data");
     let fill = disk.mount.join("fill");
     std::fs::create_dir_all(&fill).unwrap();
@@ -224,7 +171,7 @@ fn ram_copies_on_a_disk_that_fills_up() {
     if !may_mount() {
         return;
     }
-    let disk = SmallDisk::new(&env.root, 1000);
+    let disk = LoopFs::new(&env.root, "ext4", 1000);
     let data = disk.mount.join("data");
     env.write_rum_toml("");
     let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
