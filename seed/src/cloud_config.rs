@@ -238,7 +238,11 @@ fn setup_script(mounts: &[MountArgs]) -> String {
             quote(&line)
         );
     }
-    s += "mv /etc/fstab.rum /etc/fstab\nsystemctl daemon-reload\n";
+    // systemd reloads (seconds under TCG) only for a new unit or fstab.
+    s += "reload=$changed\n\
+          cmp -s /etc/fstab.rum /etc/fstab || reload=1\n\
+          mv /etc/fstab.rum /etc/fstab\n\
+          if [ \"$reload\" = 1 ]; then systemctl daemon-reload; fi\n";
     for m in mounts {
         let target = quote(&m.target);
         s += &format!(
@@ -247,8 +251,7 @@ fn setup_script(mounts: &[MountArgs]) -> String {
         );
     }
     s += &format!(
-        "systemctl enable {AGENT_UNIT}\n\
-         if [ \"$changed\" = 1 ]; then systemctl restart --no-block {AGENT_UNIT}; else systemctl start --no-block {AGENT_UNIT}; fi\n"
+        "if [ \"$changed\" = 1 ]; then systemctl --no-reload enable {AGENT_UNIT}; systemctl restart --no-block {AGENT_UNIT}; else systemctl start --no-block {AGENT_UNIT}; fi\n"
     );
     s
 }

@@ -8,7 +8,6 @@ use super::{Instance, RuntimeInfo};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
 use crate::vm::process;
-use rum_agent::protocol::ExecRequest;
 use rum_agent::{Client, ConnectOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,8 +17,8 @@ use std::time::{Duration, Instant};
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// A guest that has printed nothing on its console by then is stuck.
 const NO_PROGRESS_AFTER: Duration = Duration::from_secs(90);
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(2);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_millis(500);
 
 /// Connects to the agent of the VM QEMU `pid` runs, retrying with backoff
 /// (each retry kept in the history) until it answers, QEMU dies, the
@@ -77,35 +76,89 @@ pub fn wait_for_agent(
     }
 }
 
+/// cloud-init writes this once its last stage has finished.
+const CLOUD_INIT_RESULT: &str = "/run/cloud-init/result.json";
+const CLOUD_INIT_POLL: Duration = Duration::from_millis(200);
+
 /// Users, SSH and packages are cloud-init's work, done after the agent
 /// starts (from bootcmd): the VM is ready once cloud-init has finished.
+/// Waits for its last stage to finish, asking the agent for its
+/// result file. Not `cloud-init status --wait`: under TCG that Python
+/// process takes seconds of the guest's CPUs while cloud-init still runs.
 pub fn wait_for_cloud_init(
     client: &Client,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<(), LifecycleError> {
     let step = reporter.step("Waiting for cloud-init to finish");
-    let request = ExecRequest::argv(["cloud-init", "status", "--wait"]);
-    match rt.block_on(client.exec_output(request)) {
-        Ok(out) => match out.status.code {
-            Some(0) => step.done(),
-            // 2: finished with recoverable errors.
-            Some(2) => {
-                step.done();
-                reporter.warn("cloud-init finished with recoverable errors; `rum exec -- cloud-init status --long` tells which");
+    let result = rt.block_on(async {
+        if client.pull_bytes("/usr/bin/cloud-init").await.is_err() {
+            return Ok(None);
+        }
+        loop {
+            match client.pull_bytes(CLOUD_INIT_RESULT).await {
+                Ok((_, bytes)) => return Ok(Some(bytes)),
+                Err(rum_agent::Error::Agent { .. }) => {
+                    tokio::time::sleep(CLOUD_INIT_POLL).await;
+                }
+                Err(e) => return Err(e),
             }
-            _ => {
-                step.fail("cloud-init failed");
-                reporter.warn("cloud-init reports an error; `rum exec -- cloud-init status --long` tells which");
-            }
-        },
-        Err(rum_agent::Error::Agent { .. }) => step.skip("no cloud-init in this image"),
+        }
+    });
+    match result.map(|bytes| bytes.map(|b| CloudInit::of(&b))) {
+        Ok(Some(CloudInit::Done)) => step.done(),
+        Ok(Some(CloudInit::Recoverable)) => {
+            step.done();
+            reporter.warn("cloud-init finished with recoverable errors; `rum exec -- cloud-init status --long` tells which");
+        }
+        Ok(Some(CloudInit::Failed(errors))) => {
+            step.fail("cloud-init failed");
+            reporter.warn(&format!(
+                "cloud-init reports errors ({errors}); `rum exec -- cloud-init status --long` tells more"
+            ));
+        }
+        Ok(None) => step.skip("no cloud-init in this image"),
         Err(e) => {
             step.fail(&e.to_string());
             return Err(e.into());
         }
     }
     Ok(())
+}
+
+/// How cloud-init's run ended, from its `result.json`.
+#[derive(Debug, PartialEq, Eq)]
+enum CloudInit {
+    Done,
+    Recoverable,
+    Failed(String),
+}
+
+impl CloudInit {
+    fn of(result: &[u8]) -> Self {
+        let value: serde_json::Value = match serde_json::from_slice(result) {
+            Ok(v) => v,
+            Err(e) => return CloudInit::Failed(format!("unreadable {CLOUD_INIT_RESULT}: {e}")),
+        };
+        let v1 = &value["v1"];
+        let errors: Vec<String> = v1["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+            .collect();
+        if !errors.is_empty() {
+            return CloudInit::Failed(errors.join("; "));
+        }
+        let recoverable = v1["recoverable_errors"]
+            .as_object()
+            .is_some_and(|o| !o.is_empty());
+        if recoverable {
+            CloudInit::Recoverable
+        } else {
+            CloudInit::Done
+        }
+    }
 }
 
 /// The last `lines` lines of a log file.
@@ -161,4 +214,26 @@ fn host_random() -> std::io::Result<Vec<u8>> {
     let mut seed = vec![0; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     Ok(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_how_cloud_init_ended() {
+        assert_eq!(
+            CloudInit::of(br#"{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}"#),
+            CloudInit::Done
+        );
+        assert_eq!(
+            CloudInit::of(br#"{"v1": {"errors": [], "recoverable_errors": {"WARNING": ["x"]}}}"#),
+            CloudInit::Recoverable
+        );
+        assert_eq!(
+            CloudInit::of(br#"{"v1": {"errors": ["('users_groups', KeyError('x'))"]}}"#),
+            CloudInit::Failed("('users_groups', KeyError('x'))".into())
+        );
+        assert!(matches!(CloudInit::of(b"{"), CloudInit::Failed(_)));
+    }
 }
