@@ -133,6 +133,7 @@ impl Boot<'_> {
                 }
                 GuestRam::Memfd => None,
             };
+            state.free_page_reporting = true;
         }
         if let Some(ram) = &state.ram {
             // Empty before QEMU maps it; freed when the VM stops.
@@ -161,6 +162,7 @@ impl Boot<'_> {
             shares: &shares,
             plugged,
             ram: state.ram.as_ref(),
+            free_page_reporting: state.free_page_reporting,
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);

@@ -175,6 +175,7 @@ mod tests {
                 hotplug_ports: 0,
                 plugged: vec![],
                 ram: Default::default(),
+                free_page_reporting: false,
             },
             rum_owned: true,
             system_scripts: None,

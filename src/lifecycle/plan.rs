@@ -37,6 +37,8 @@ pub struct Inputs<'a> {
     pub plugged: &'a [Plugged],
     /// The VM's RAM file (`State::ram`).
     pub ram: Option<&'a RamFile>,
+    /// `State::free_page_reporting`.
+    pub free_page_reporting: bool,
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -84,6 +86,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         shares: shares(inputs),
         hotplug_ports: inputs.hotplug_ports,
         ram_file: inputs.ram.map(|r| r.live.clone()),
+        free_page_reporting: inputs.free_page_reporting,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
         pid_file: paths.qemu_pid(),

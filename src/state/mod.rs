@@ -145,6 +145,10 @@ pub struct State {
     /// QEMU's own memory, and snapshots carry it in the qcow2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram: Option<crate::ram::RamFile>,
+    /// A free-page-reporting balloon, fixed when the VM is made (none for
+    /// VMs made before rum had it).
+    #[serde(default)]
+    pub free_page_reporting: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -112,6 +112,8 @@ pub struct DeviceSet {
     pub plugged: Vec<Plugged>,
     #[serde(default, skip_serializing_if = "RamKind::is_stream")]
     pub ram: RamKind,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub free_page_reporting: bool,
 }
 
 impl RamKind {
@@ -193,6 +195,7 @@ impl DeviceSet {
             } else {
                 RamKind::Stream
             },
+            free_page_reporting: spec.free_page_reporting,
         }
     }
 
@@ -247,6 +250,11 @@ impl DeviceSet {
         let slots = |d: &DeviceSet| d.plugged.iter().map(Plugged::slot).collect::<Vec<_>>();
         field("plugged mounts", list(&slots(self)), list(&slots(now)));
         field("guest RAM", self.ram.to_string(), now.ram.to_string());
+        field(
+            "free page reporting",
+            self.free_page_reporting.to_string(),
+            now.free_page_reporting.to_string(),
+        );
         out
     }
 }
@@ -281,6 +289,7 @@ mod tests {
             hotplug_ports: 4,
             plugged: vec![],
             ram: RamKind::File,
+            free_page_reporting: true,
         }
     }
 

@@ -201,6 +201,12 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             ),
         ]);
     }
+    if spec.free_page_reporting {
+        a.plain([
+            "-device",
+            "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+        ]);
+    }
     // Where they were plugged in, as `device_add` put them there.
     for share in &spec.shares {
         let Some(port) = share.port else { continue };

@@ -115,6 +115,9 @@ pub struct VmSpec {
     pub hotplug_ports: u8,
     /// Guest RAM in this shared file (else memfd, or QEMU's own memory).
     pub ram_file: Option<PathBuf>,
+    /// A balloon through which the guest hands back free pages, so that
+    /// snapshots and RAM copies skip them.
+    pub free_page_reporting: bool,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
     pub pid_file: PathBuf,

@@ -54,6 +54,7 @@ fn inputs<'a>(
         shares: &[],
         plugged: &[],
         ram: None,
+        free_page_reporting: true,
     }
 }
 

@@ -33,6 +33,7 @@ fn spec() -> VmSpec {
         shares: vec![],
         hotplug_ports: 0,
         ram_file: None,
+        free_page_reporting: false,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
         pid_file: run.join("qemu.pid"),
@@ -147,7 +148,12 @@ fn ram_in_a_file_is_shared_and_its_path_escaped() {
     let mut spec = spec();
     spec.hotplug_ports = 1;
     spec.ram_file = Some("/dev/shm/rum-0/a,b.ram".into());
+    spec.free_page_reporting = true;
     let args = render(&spec);
+    assert!(
+        args.ends_with("-device\nvirtio-balloon-pci,id=balloon0,free-page-reporting=on"),
+        "the balloon comes after the spare ports: {args}"
+    );
     assert!(
         args.contains("-object\nmemory-backend-file,id=mem0,size=2048M,share=on,mem-path=/dev/shm/rum-0/a,,b.ram\n")
             && args.contains("memory-backend=mem0")
