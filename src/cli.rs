@@ -76,6 +76,10 @@ pub enum Command {
         /// Forward this command's stdin to the guest command
         #[arg(short = 'i', long)]
         stdin: bool,
+        /// Kill the command's whole process group after this many seconds
+        /// and exit 124, as timeout(1) does
+        #[arg(long, value_name = "SECONDS", value_parser = positive_seconds, allow_negative_numbers = true)]
+        timeout: Option<std::time::Duration>,
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -182,4 +186,14 @@ pub enum SeedCommand {
 pub enum ConfigCommand {
     /// Validate rum.toml and print the resolved config
     Check,
+}
+
+/// A duration in seconds, more than zero (fractions allowed).
+pub fn positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds above zero (e.g. 30 or 2.5)"
+        )),
+    }
 }

@@ -132,6 +132,30 @@ fn bios_vm_lifecycle() {
     assert_eq!(uname.stdout.trim(), "Linux");
     env.rum(&["exec", "--", "sh", "-c", "echo oops >&2; exit 7"])
         .assert_code(7);
+    // A deadline kills the command's process group; the agent serves on.
+    let timed = env.rum(&[
+        "exec",
+        "--timeout",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "sleep 60 & sleep 60",
+    ]);
+    assert_eq!(timed.status.code(), Some(124), "{timed}");
+    assert!(timed.stderr.contains("ran out of its 2s"), "{timed}");
+    let left = env.rum(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/[0-9]*/comm 2>/dev/null | grep -cx sleep || true",
+    ]);
+    assert_eq!(
+        left.stdout.trim(),
+        "0",
+        "the whole group was killed: {left}"
+    );
     let root = env.rum(&["exec", "--user", "root", "--", "id", "-u"]);
     assert_eq!(root.stdout.trim(), "0", "{root}");
 

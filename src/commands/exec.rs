@@ -16,6 +16,7 @@ pub fn run(
     user: Option<&str>,
     cwd: Option<&str>,
     stdin: bool,
+    timeout: Option<Duration>,
     command: &[String],
 ) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
@@ -25,6 +26,7 @@ pub fn run(
         request.user = Some(user.unwrap_or(&instance.config.user.name).to_owned());
         request.cwd = cwd.map(str::to_owned);
         request.stdin = stdin;
+        request.timeout_ms = timeout.map(|t| t.as_millis().max(1) as u64);
         let mut exec = client.exec(request).await?;
         let mut stdin = stdin.then(tokio::io::stdin);
         let mut buf = vec![0u8; 64 * 1024];
@@ -42,6 +44,14 @@ pub fn run(
                 event = exec.next() => match event? {
                     Some(ExecEvent::Stdout(data)) => write_all(&mut std::io::stdout(), &data),
                     Some(ExecEvent::Stderr(data)) => write_all(&mut std::io::stderr(), &data),
+                    Some(ExecEvent::Exited(status)) if status.timed_out => {
+                        eprintln!(
+                            "rum: `{}` ran out of its {:?} and was killed",
+                            command.join(" "),
+                            timeout.unwrap_or_default()
+                        );
+                        return Ok(Exit::Guest(TIMED_OUT));
+                    }
                     Some(ExecEvent::Exited(status)) => {
                         let code = match (status.code, status.signal) {
                             (Some(code), _) => code,
@@ -56,6 +66,9 @@ pub fn run(
         }
     })
 }
+
+/// What timeout(1) exits with when the command ran out of time.
+const TIMED_OUT: u8 = 124;
 
 fn write_all(out: &mut impl Write, data: &[u8]) {
     let _ = out.write_all(data).and_then(|()| out.flush());

@@ -36,12 +36,14 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             user,
             cwd: dir,
             stdin,
+            timeout,
             command,
         } => exec::run(
             &config_file(cli, &cwd)?,
             user.as_deref(),
             dir.as_deref(),
             *stdin,
+            *timeout,
             command,
         ),
         Command::Cp {
