@@ -105,6 +105,19 @@ pub enum Command {
         #[arg(long, conflicts_with = "done")]
         strict: bool,
     },
+    /// Run the provisioning steps again on the running VM as it is, with no
+    /// rollback (`rum retry` runs them on a clean checkpoint)
+    Provision {
+        /// Only the system steps
+        #[arg(long, conflicts_with_all = ["boot", "step"])]
+        system: bool,
+        /// Only the boot steps
+        #[arg(long, conflicts_with = "step")]
+        boot: bool,
+        /// Only this system step
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
+    },
     /// Apply rum.toml edits to the running VM where that can be done live
     /// (port forwards) and name the rest with what they need
     Reload {

@@ -1,7 +1,8 @@
 //! Provisioning steps with the checkpoint cache, end to end: a checkpoint
 //! after each system step; `rum retry` restores the deepest one that still
 //! matches the steps on disk and runs only the rest; `--from NAME` on a
-//! running and on a stopped VM. One boot.
+//! running and on a stopped VM; `rum provision` on the VM as it is. One
+//! boot.
 
 mod support;
 
@@ -273,6 +274,52 @@ fn retry_runs_only_the_steps_that_changed() {
         (two["step"].as_str(), two["current"].as_bool()),
         (Some("two"), Some(true))
     );
+    // `rum provision` runs steps again where the VM stands: no restore, no
+    // checkpoint taken, the ones there are kept.
+    let before = traces(&env);
+    let snapshots = |env: &E2e| {
+        let json = env.rum(&["-o", "json", "snapshot", "list"]);
+        let event: serde_json::Value =
+            serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+        event["data"]["snapshots"].as_array().unwrap().clone()
+    };
+    let kept = snapshots(&env);
+    let again = env.rum(&["provision", "--step", "two"]);
+    again.assert_success();
+    assert!(again.stderr.contains("with no rollback"), "{again}");
+    assert!(!again.stderr.contains("Restoring"), "{again}");
+    assert!(!again.stderr.contains("Keeping a checkpoint"), "{again}");
+    let line = |text: &str, step: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{step}:")))
+            .unwrap()
+            .to_owned()
+    };
+    let after = traces(&env);
+    assert_eq!(line(&after, "two"), format!("{}2 ", line(&before, "two")));
+    assert_eq!(line(&after, "one"), line(&before, "one"));
+    assert_eq!(snapshots(&env), kept, "snapshots untouched");
+    let boot = env.guest_sh("wc -l < /var/tmp/boot");
+    env.rum(&["provision", "--boot"]).assert_success();
+    let boot_after = env.guest_sh("wc -l < /var/tmp/boot");
+    assert_eq!(
+        boot_after.trim().parse::<u32>().unwrap(),
+        boot.trim().parse::<u32>().unwrap() + 1
+    );
+    let unknown = env.rum(&["provision", "--step", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown}");
+    assert!(
+        unknown.stderr.contains("no system step `nope`") && unknown.stderr.contains("one, two"),
+        "{unknown}"
+    );
+    // The checkpoints still serve `rum retry`.
+    let retry = env.rum(&["retry", "--from", "three"]);
+    retry.assert_success();
+    assert!(
+        retry.stderr.contains("Restoring the `step-two` snapshot"),
+        "{retry}"
+    );
+
     env.rum(&["retry", "--done"]).assert_success();
     let list = env.rum(&["snapshot", "list"]);
     assert!(list.stdout.contains("has no snapshots"), "{list}");

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod checkpoints;
 pub mod error;
 mod guest;
+pub mod in_place;
 mod milestones;
 pub mod plan;
 mod ports;

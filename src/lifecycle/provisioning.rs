@@ -46,21 +46,36 @@ pub fn ensure_pre_provision(
     )
 }
 
-/// Runs the system steps from `first` on (those before it were restored
-/// from their checkpoint and are shown as cached), each followed by its
+/// Which steps run, and how.
+pub struct Run<'a> {
+    /// The steps, system then boot.
+    pub all: &'a [Script],
+    /// The first system step to run (those before it were restored from
+    /// their checkpoint and are shown as cached).
+    pub first: usize,
+    /// On the VM as it is (`rum provision`): no checkpoints are taken, none
+    /// restored for a step's `retries`, and a phase left out of `all` keeps
+    /// its milestone.
+    pub in_place: bool,
+}
+
+/// Runs the system steps from `run.first` on, each followed by its
 /// checkpoint, then the boot steps, with live output. Returns Success, or
 /// Failure after telling the user how to go on (the VM keeps running).
-#[allow(clippy::too_many_arguments)]
 pub fn provision(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
     client: Client,
-    all: &[Script],
-    first: usize,
+    run: Run<'_>,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
+    let Run {
+        all,
+        first,
+        in_place,
+    } = run;
     let (system, boot): (Vec<Script>, Vec<Script>) =
         all.iter().cloned().partition(|s| s.run_on == RunOn::System);
     state.provision_attempts += 1;
@@ -68,10 +83,10 @@ pub fn provision(
     state.save(&instance.paths.state_file())?;
     super::reload::record(instance, &[Applies::Now]);
     // A phase with no scripts is trivially done.
-    if system.is_empty() {
+    if system.is_empty() && !in_place {
         state.complete(Milestone::SystemProvisioned);
     }
-    if boot.is_empty() {
+    if boot.is_empty() && !in_place {
         state.complete(Milestone::BootProvisioned);
     }
     let mut attempt = Attempt {
@@ -101,7 +116,7 @@ pub fn provision(
         let mut tries = vec![0u8; system.len()];
         let mut i = first;
         while i < system.len() {
-            let policy = StepPolicy::of(&instance.config, &system[i].name);
+            let policy = StepPolicy::of(&instance.config, &system[i].name, in_place);
             let session = client.as_ref().expect("a session between runs");
             let (result, logged) = run(session, &system, i..i + 1, u32::from(tries[i]) + 1)?;
             attempt.scripts.extend(logged.scripts);
@@ -158,7 +173,13 @@ struct StepPolicy {
 }
 
 impl StepPolicy {
-    fn of(config: &crate::config::Config, name: &str) -> Self {
+    fn of(config: &crate::config::Config, name: &str, in_place: bool) -> Self {
+        if in_place {
+            return StepPolicy {
+                retries: 0,
+                checkpoint: false,
+            };
+        }
         match config.provision.system.iter().find(|s| s.name == name) {
             Some(step) => StepPolicy {
                 retries: step.retries,

@@ -107,7 +107,9 @@ pub fn retry(
             Ok(restored) => break restored,
             // A step checkpoint QEMU cannot load (deleted behind rum's back,
             // refused): forget it and go back to an earlier one.
-            Err(LifecycleError::Snapshot(e @ SnapshotError::Qmp(_))) if first > 0 => {
+            Err(LifecycleError::Snapshot(e @ (SnapshotError::Qmp(_) | SnapshotError::Ram(_))))
+                if first > 0 =>
+            {
                 failures += 1;
                 let why = format!("the `{tag}` checkpoint could not be loaded: {e}");
                 reporter.warn(&format!("{why}; falling back to an earlier one"));
@@ -122,9 +124,12 @@ pub fn retry(
         }
     };
     reset_provisioning(&mut state, first < system.len());
-    let status = provisioning::provision(
-        instance, &mut state, &info, client, &all, first, &rt, reporter,
-    )?;
+    let run = provisioning::Run {
+        all: &all,
+        first,
+        in_place: false,
+    };
+    let status = provisioning::provision(instance, &mut state, &info, client, run, &rt, reporter)?;
     let ok = status == Exit::Success;
     reload::show(&unapplied, reporter);
     reporter.result(

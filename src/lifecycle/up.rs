@@ -95,5 +95,10 @@ fn after_boot(
     } else {
         0
     };
-    provisioning::provision(instance, state, info, client, &all, first, rt, reporter)
+    let run = provisioning::Run {
+        all: &all,
+        first,
+        in_place: false,
+    };
+    provisioning::provision(instance, state, info, client, run, rt, reporter)
 }
