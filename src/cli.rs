@@ -105,6 +105,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "done")]
         strict: bool,
     },
+    /// Wait until the VM is up and provisioned (started by `rum up`
+    /// elsewhere): exit 0, 1 when provisioning failed, 124 on timeout
+    Wait {
+        /// Give up after this many seconds
+        #[arg(long, value_name = "SECONDS", value_parser = positive_seconds, allow_negative_numbers = true)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Run the provisioning steps again on the running VM as it is, with no
     /// rollback (`rum retry` runs them on a clean checkpoint)
     Provision {

@@ -10,6 +10,8 @@ pub enum Exit {
     /// Passed through from a guest command (`rum exec`): its exit code, or
     /// 128 + the signal that killed it.
     Guest(u8),
+    /// A deadline passed (`--timeout`), as timeout(1) reports it.
+    TimedOut,
 }
 
 impl Exit {
@@ -19,6 +21,7 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Usage => 2,
             Exit::Guest(code) => i32::from(code),
+            Exit::TimedOut => 124,
         }
     }
 }

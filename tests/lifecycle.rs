@@ -61,9 +61,29 @@ fn bios_vm_lifecycle() {
         share.display()
     ));
 
-    let up = env.rum(&["up", "-d"]);
-    up.assert_success();
-    assert!(up.stderr.contains("✓ Waiting for the guest agent"), "{up}");
+    // `rum wait` beside a `rum up` that is still creating the VM: a short
+    // deadline runs out (124), a long one sees it provisioned.
+    let up_log = env.root.join("up.log");
+    let mut up = env.rum_command();
+    up.args(["up", "-d"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&up_log).unwrap());
+    let up_pid = env.procs.spawn(&mut up);
+    let early = env.rum(&["wait", "--timeout", "1"]);
+    assert_eq!(early.status.code(), Some(124), "{early}");
+    let waited = env.rum(&["wait"]);
+    waited.assert_success();
+    assert!(waited.stdout.contains("is up and provisioned"), "{waited}");
+    let up_status = env
+        .procs
+        .wait_timeout(up_pid, std::time::Duration::from_secs(60))
+        .expect("rum up ended");
+    let up_text = std::fs::read_to_string(&up_log).unwrap();
+    assert!(up_status.success(), "{up_text}");
+    assert!(
+        up_text.contains("✓ Waiting for the guest agent"),
+        "{up_text}"
+    );
 
     // The seed rum built: user, groups, hostname, agent unit, pinned host key.
     let who = env.rum(&[

@@ -58,6 +58,14 @@ fn the_provisioning_loop() {
         up.stderr.contains("step `system-1` failed (exit code 3)"),
         "names the failed step: {up}"
     );
+    let waited = env.rum(&["wait"]);
+    assert_eq!(waited.status.code(), Some(1), "{waited}");
+    assert!(
+        waited
+            .stdout
+            .contains("step `system-1` failed (exit code 3)"),
+        "{waited}"
+    );
     assert!(
         up.stdout.contains("system attempt"),
         "script output streams: {up}"

@@ -8,8 +8,14 @@ use cli::Sandbox;
 #[test]
 fn bad_timeouts_are_usage_errors() {
     let sandbox = Sandbox::new();
-    for value in ["0", "-1", "x", "1e12", "inf"] {
-        let out = sandbox.rum(&["exec", "--timeout", value, "--", "true"]);
+    for (command, value) in ["0", "-1", "x", "1e12", "inf"]
+        .into_iter()
+        .flat_map(|v| [("exec", v), ("wait", v)])
+    {
+        let out = match command {
+            "exec" => sandbox.rum(&["exec", "--timeout", value, "--", "true"]),
+            _ => sandbox.rum(&["wait", "--timeout", value]),
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
         assert!(

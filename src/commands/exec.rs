@@ -50,7 +50,7 @@ pub fn run(
                             command.join(" "),
                             timeout.unwrap_or_default()
                         );
-                        return Ok(Exit::Guest(TIMED_OUT));
+                        return Ok(Exit::TimedOut);
                     }
                     Some(ExecEvent::Exited(status)) => {
                         let code = match (status.code, status.signal) {
@@ -66,9 +66,6 @@ pub fn run(
         }
     })
 }
-
-/// What timeout(1) exits with when the command ran out of time.
-const TIMED_OUT: u8 = 124;
 
 fn write_all(out: &mut impl Write, data: &[u8]) {
     let _ = out.write_all(data).and_then(|()| out.flush());

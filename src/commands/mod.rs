@@ -61,6 +61,10 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
             Ok(retry(&instance, mode, *strict, reporter)?)
         }
+        Command::Wait { timeout } => {
+            let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
+            Ok(crate::lifecycle::wait::wait(&instance, *timeout, reporter)?)
+        }
         Command::Provision { system, boot, step } => {
             use crate::lifecycle::in_place::{Which, provision};
             let which = Which::from_flags(*system, *boot, step.as_deref());

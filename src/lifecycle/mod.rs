@@ -18,6 +18,7 @@ mod shares;
 pub mod snapshots;
 pub mod stop;
 pub mod up;
+pub mod wait;
 
 pub use error::{AgentError, LifecycleError, ReloadError, SnapshotError};
 pub use runtime::{MountRecord, RuntimeInfo};
