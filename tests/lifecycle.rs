@@ -56,7 +56,7 @@ fn bios_vm_lifecycle() {
     let extra_key = support::SshKey::generate(&env.root, "extra");
     let port = support::free_port();
     env.write_rum_toml(&format!(
-        "[network]\nhostname = \"lifecycle-vm\"\n\n[user]\nname = \"dev\"\ngroups = [\"adm\", \"docker\"]\n\n[ssh]\nauthorized_keys = [\"{}\"]\n\n[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n\n[[ports]]\nhost = {port}\nguest = 8080\n",
+        "[network]\nhostname = \"lifecycle-vm\"\n\n[user]\nname = \"dev\"\ngroups = [\"adm\", \"docker\"]\n\n[ssh]\nauthorized_keys = [\"{}\"]\n\n[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\ndefault = true\n\n[[ports]]\nhost = {port}\nguest = 8080\n",
         extra_key.public.trim(),
         share.display()
     ));
@@ -152,6 +152,13 @@ fn bios_vm_lifecycle() {
     assert_eq!(uname.stdout.trim(), "Linux");
     env.rum(&["exec", "--", "sh", "-c", "echo oops >&2; exit 7"])
         .assert_code(7);
+    // exec and ssh start in the default mount; --cwd wins.
+    assert_eq!(env.rum(&["exec", "--", "pwd"]).stdout, "/mnt/share\n");
+    assert_eq!(
+        env.rum(&["exec", "--cwd", "/tmp", "--", "pwd"]).stdout,
+        "/tmp\n"
+    );
+    assert_eq!(env.rum(&["ssh", "--", "pwd"]).stdout, "/mnt/share\n");
     // A deadline kills the command's process group; the agent serves on.
     let timed = env.rum(&[
         "exec",

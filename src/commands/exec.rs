@@ -24,7 +24,8 @@ pub fn run(
         let client = connect_agent(&instance, Duration::from_secs(30)).await?;
         let mut request = ExecRequest::argv(command.iter().cloned());
         request.user = Some(user.unwrap_or(&instance.config.user.name).to_owned());
-        request.cwd = cwd.map(str::to_owned);
+        // An explicit --cwd wins over the default mount.
+        request.cwd = cwd.or(instance.config.start_dir()).map(str::to_owned);
         request.stdin = stdin;
         request.timeout_ms = timeout.map(|t| t.as_millis().max(1) as u64);
         let mut exec = client.exec(request).await?;

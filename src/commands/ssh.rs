@@ -43,12 +43,27 @@ pub fn ssh(file: &Path, args: &[String]) -> Result<Exit, Error> {
         .args(words)
         .args(options(&instance, &info))
         .arg(format!("{}@127.0.0.1", instance.config.ssh.user))
-        .args(args)
+        .args(in_start_dir(instance.config.start_dir(), args))
         .exec();
     Err(Error::Ssh {
         program: program.to_owned(),
         source: error,
     })
+}
+
+/// The remote part of the ssh command line, started in the default
+/// mount's directory: a login shell there (with a terminal), or the given
+/// command run there. Arguments that start with an option go as they are.
+fn in_start_dir(dir: Option<&str>, args: &[String]) -> Vec<String> {
+    let Some(dir) = dir else {
+        return args.to_vec();
+    };
+    let cd = format!("cd {}", rum_seed::shell::quote(dir));
+    match args.first() {
+        None => vec!["-t".into(), format!("{cd} && exec \"$SHELL\" -l")],
+        Some(first) if !first.starts_with('-') => vec![format!("{cd} && {}", args.join(" "))],
+        Some(_) => args.to_vec(),
+    }
 }
 
 pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
@@ -66,4 +81,27 @@ pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     );
     reporter.result(&block, &serde_json::json!({ "host": host, "port": info.ssh_port, "user": instance.config.ssh.user, "config": block }));
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_start_dir;
+
+    #[test]
+    fn ssh_starts_in_the_default_mount() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(in_start_dir(None, &args(&["ls"])), ["ls"]);
+        assert_eq!(
+            in_start_dir(Some("/mnt/my project"), &[]),
+            ["-t", "cd '/mnt/my project' && exec \"$SHELL\" -l"]
+        );
+        assert_eq!(
+            in_start_dir(Some("/mnt/p"), &args(&["ls", "-l"])),
+            ["cd /mnt/p && ls -l"]
+        );
+        assert_eq!(
+            in_start_dir(Some("/mnt/p"), &args(&["-L", "8080:localhost:80"])),
+            ["-L", "8080:localhost:80"]
+        );
+    }
 }

@@ -28,6 +28,17 @@ pub struct Config {
     pub advanced: Advanced,
 }
 
+impl Config {
+    /// The guest directory `rum ssh` and `rum exec` start in: the target
+    /// of the mount marked `default`.
+    pub fn start_dir(&self) -> Option<&str> {
+        self.mounts
+            .iter()
+            .find(|m| m.default)
+            .map(|m| m.target.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Image {
     /// Flattened: `config check -o json` shows `image.kind` and `image.value`.
@@ -65,6 +76,8 @@ pub struct Mount {
     pub readonly: bool,
     /// virtiofs tag, unique within the VM.
     pub tag: String,
+    /// Where `rum ssh` and `rum exec` start (at most one mount).
+    pub default: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -78,6 +78,7 @@ pub(super) fn mounts(c: &mut Checker, raw: Vec<RawMount>, dir: &Path) -> Vec<Mou
                     target,
                     readonly: mount.readonly,
                     tag,
+                    default: mount.default == Some(true),
                 },
             ));
         }
