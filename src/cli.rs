@@ -30,6 +30,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print a shell completion script (e.g. `rum completions bash >
+    /// ~/.local/share/bash-completion/completions/rum`)
+    Completions { shell: clap_complete::Shell },
+    /// Print rum's man page (roff), e.g. `rum manpage >
+    /// ~/.local/share/man/man1/rum.1`
+    Manpage,
     /// Write a commented rum.toml in the current directory
     Init {
         /// Do not ask; use the defaults (also what happens without a terminal)

@@ -49,6 +49,8 @@ pub enum Error {
     Prompt(#[source] std::io::Error),
     #[error("Cannot determine the current directory")]
     CurrentDir(#[source] std::io::Error),
+    #[error("Cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
 }
 
 /// The lifecycle's own errors reach the CLI through its layer's error.
@@ -89,7 +91,8 @@ impl Error {
             | Error::Ssh { .. }
             | Error::AgentCall(_)
             | Error::Prompt(_)
-            | Error::CurrentDir(_) => false,
+            | Error::CurrentDir(_)
+            | Error::Stdout(_) => false,
         };
         if usage { Exit::Usage } else { Exit::Failure }
     }

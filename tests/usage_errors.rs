@@ -1,5 +1,6 @@
-//! Bad command-line values of the everyday commands: each a clear message
-//! naming the value, exit status 2, and nothing changed. No VM needed.
+//! The everyday commands without a VM: bad values are a clear message
+//! naming them, exit status 2 and nothing changed; completions and the man
+//! page come from the one command-line definition.
 
 mod cli;
 
@@ -29,5 +30,41 @@ fn bad_timeouts_are_usage_errors() {
             .count(),
         0,
         "nothing was made"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sandbox.rum(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in ["retry", "provision", "wait", "snapshot"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+        if shell == "bash" {
+            let file = sandbox.root().join("rum.bash");
+            std::fs::write(&file, &script).unwrap();
+            let checked = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(checked.success(), "bash -n rejects the script");
+        }
+    }
+    let bad = sandbox.rum(&["completions", "nosh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = sandbox.rum(&["manpage"]);
+    assert!(man.status.success());
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH rum 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("retry") && page.contains("provision"),
+        "{page}"
     );
 }

@@ -22,6 +22,21 @@ use std::path::PathBuf;
 pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     match &cli.command {
+        // Rendered in memory: the generators panic on a closed stdout.
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "rum", &mut script);
+            print_bytes(&script)
+        }
+        Command::Manpage => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .map_err(Error::Stdout)?;
+            print_bytes(&page)
+        }
         Command::Init { defaults } => init::run(cli.config.as_deref(), &cwd, *defaults, reporter),
         Command::Config(ConfigCommand::Check) => {
             config_check::run(&config_file(cli, &cwd)?, reporter)
@@ -93,6 +108,15 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)
         }
     }
+}
+
+fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)?;
+    Ok(Exit::Success)
 }
 
 fn config_file(cli: &Cli, cwd: &std::path::Path) -> Result<PathBuf, Error> {
