@@ -28,6 +28,7 @@ fn args() -> SeedArgs<'static> {
             target: "/mnt/project".into(),
             readonly: false,
         }],
+        autologin: None,
         agent: Cow::Borrowed(agent_binary::BYTES),
     }
 }

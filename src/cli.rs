@@ -30,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Attach to the guest's serial console (Ctrl-] detaches)
+    Console,
     /// Print a shell completion script (e.g. `rum completions bash >
     /// ~/.local/share/bash-completion/completions/rum`)
     Completions { shell: clap_complete::Shell },

@@ -156,6 +156,17 @@ impl Applied {
             a.checkpoints.to_string(),
             Now,
         );
+        // Stated only when not the default, so older records see no change.
+        if a.autologin {
+            fact("[advanced] autologin".into(), "true".into(), NextBoot);
+        }
+        if a.guest_ram != crate::config::GuestRam::Auto {
+            fact(
+                "[advanced] guest_ram".into(),
+                json_text(&a.guest_ram),
+                NewVm,
+            );
+        }
         for d in &config.drives {
             fact(
                 format!("[drives.{}] size", d.name),

@@ -51,6 +51,14 @@ pub enum Error {
     CurrentDir(#[source] std::io::Error),
     #[error("Cannot write to stdout")]
     Stdout(#[source] std::io::Error),
+    #[error("`{0}` needs a terminal; run it in one (its output is also in `rum log --console`)")]
+    NoTerminal(&'static str),
+    #[error("Cannot attach to the console at {}", .path.display())]
+    Console {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The lifecycle's own errors reach the CLI through its layer's error.
@@ -92,7 +100,9 @@ impl Error {
             | Error::AgentCall(_)
             | Error::Prompt(_)
             | Error::CurrentDir(_)
+            | Error::Console { .. }
             | Error::Stdout(_) => false,
+            Error::NoTerminal(_) => true,
         };
         if usage { Exit::Usage } else { Exit::Failure }
     }

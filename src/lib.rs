@@ -25,6 +25,7 @@ pub mod provision;
 pub mod ram;
 pub mod seed;
 pub mod state;
+pub mod terminal;
 pub mod testhook;
 pub mod vm;
 

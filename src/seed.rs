@@ -56,6 +56,7 @@ pub fn args<'a>(config: &Config, guest: &GuestIdentity, agent: &'a [u8]) -> Seed
                 readonly: m.readonly,
             })
             .collect(),
+        autologin: config.advanced.autologin.then(|| config.user.name.clone()),
         agent: Cow::Borrowed(agent),
     }
 }

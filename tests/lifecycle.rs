@@ -159,6 +159,19 @@ fn bios_vm_lifecycle() {
         "/tmp\n"
     );
     assert_eq!(env.rum(&["ssh", "--", "pwd"]).stdout, "/mnt/share\n");
+    // The serial console: a login prompt (no autologin); Ctrl-] detaches
+    // and leaves the terminal as it was; without a terminal, a usage error.
+    let mut console = attach_console(&env);
+    console.type_keys(b"\r");
+    assert!(
+        console.wait_for("login:", Duration::from_secs(120)),
+        "{}",
+        console.output()
+    );
+    detach_console(&env, console);
+    let no_tty = env.rum(&["console"]);
+    assert_eq!(no_tty.status.code(), Some(2), "{no_tty}");
+    assert!(no_tty.stderr.contains("needs a terminal"), "{no_tty}");
     // A deadline kills the command's process group; the agent serves on.
     let timed = env.rum(&[
         "exec",
@@ -325,10 +338,19 @@ fn bios_vm_lifecycle() {
 #[test]
 fn uefi_vm_boots_through_ovmf() {
     let Some(env) = support::e2e() else { return };
-    env.write_rum_toml("[advanced]\nfirmware = \"uefi\"\n");
+    env.write_rum_toml("[advanced]\nfirmware = \"uefi\"\nautologin = true\n");
     env.rum(&["up", "-d"]).assert_success();
     let efi = env.rum(&["exec", "--", "test", "-d", "/sys/firmware/efi"]);
     efi.assert_success();
+    // With autologin the serial console is a shell of the configured user.
+    let mut console = attach_console(&env);
+    console.type_keys(b"echo CONSOLE-$((6*7)) $(id -un)\r");
+    assert!(
+        console.wait_for("CONSOLE-42 rum", Duration::from_secs(120)),
+        "{}",
+        console.output()
+    );
+    detach_console(&env, console);
     let data = instance_dir(&env).unwrap();
     assert!(
         data.join("nvram.fd").is_file(),
@@ -340,6 +362,34 @@ fn uefi_vm_boots_through_ovmf() {
     );
     env.rum(&["destroy", "-f"]).assert_success();
     assert_no_strays(&env, "after destroy");
+}
+
+/// `rum console` on a pseudo-terminal, once it says how to detach.
+fn attach_console(env: &E2e) -> support::Pty {
+    let mut cmd = env.rum_command();
+    cmd.arg("console");
+    let console = env.spawn_on_pty(&mut cmd);
+    assert!(
+        console.wait_for("Ctrl-] detaches", Duration::from_secs(30)),
+        "{}",
+        console.output()
+    );
+    console
+}
+
+fn detach_console(env: &E2e, mut console: support::Pty) {
+    console.type_keys(&[0x1d]);
+    let status = env
+        .procs
+        .wait_timeout(console.pid, Duration::from_secs(10))
+        .expect("Ctrl-] detaches");
+    assert!(status.success(), "{}", console.output());
+    assert!(
+        console.output().contains("Detached"),
+        "{}",
+        console.output()
+    );
+    assert!(console.is_cooked(), "the terminal modes are restored");
 }
 
 /// Each bring-up step fails on purpose in turn: a fresh instance leaves

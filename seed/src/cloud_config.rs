@@ -35,6 +35,8 @@ pub struct SeedArgs<'a> {
     /// MAC of the NIC rum gives QEMU, `52:54:00:xx:xx:xx`.
     pub mac_address: String,
     pub mounts: Vec<MountArgs>,
+    /// The user the serial console logs in as, if any.
+    pub autologin: Option<String>,
     /// The static agent binary.
     pub agent: Cow<'a, [u8]>,
 }
@@ -185,7 +187,7 @@ pub fn render<'a>(args: &'a SeedArgs<'a>) -> Result<Vec<IsoFile<'a>>, RenderErro
         ),
         IsoFile::new(
             "rum-setup.sh",
-            setup_script(&args.mounts).into_bytes(),
+            setup_script(&args.mounts, args.autologin.as_deref()).into_bytes(),
             0o755,
         ),
         IsoFile::new(AGENT_UNIT, agent_unit().into_bytes(), 0o644),
@@ -203,7 +205,7 @@ fn boot_command() -> String {
 
 /// Installs the agent and its unit and keeps rum's virtiofs lines in
 /// /etc/fstab equal to the config's mounts.
-fn setup_script(mounts: &[MountArgs]) -> String {
+fn setup_script(mounts: &[MountArgs], autologin: Option<&str>) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
          # rum: installs the guest agent and the virtiofs mounts; cloud-init runs it on every boot.\n\
@@ -239,8 +241,10 @@ fn setup_script(mounts: &[MountArgs]) -> String {
         );
     }
     // systemd reloads (seconds under TCG) only for a new unit or fstab.
+    s += &autologin_lines(autologin);
     s += "reload=$changed\n\
           cmp -s /etc/fstab.rum /etc/fstab || reload=1\n\
+          if [ \"$getty\" = 1 ]; then reload=1; fi\n\
           mv /etc/fstab.rum /etc/fstab\n\
           if [ \"$reload\" = 1 ]; then systemctl daemon-reload; fi\n";
     for m in mounts {
@@ -251,8 +255,30 @@ fn setup_script(mounts: &[MountArgs]) -> String {
         );
     }
     s += &format!(
-        "if [ \"$changed\" = 1 ]; then systemctl --no-reload enable {AGENT_UNIT}; systemctl restart --no-block {AGENT_UNIT}; else systemctl start --no-block {AGENT_UNIT}; fi\n"
+        "if [ \"$changed\" = 1 ]; then systemctl --no-reload enable {AGENT_UNIT}; systemctl restart --no-block {AGENT_UNIT}; else systemctl start --no-block {AGENT_UNIT}; fi\n\
+         if [ \"$getty\" = 1 ]; then systemctl restart --no-block serial-getty@ttyS0.service; fi\n"
     );
+    s
+}
+
+/// A drop-in that makes the serial console's getty log in as `user`, or
+/// none; `getty=1` when that changed (the getty restarts below).
+fn autologin_lines(user: Option<&str>) -> String {
+    let dropin = "/etc/systemd/system/serial-getty@ttyS0.service.d/rum-autologin.conf";
+    let mut s = format!("getty=0\ndropin={dropin}\n");
+    match user {
+        Some(user) => {
+            let want = format!(
+                "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin {user} --keep-baud 115200,57600,38400,9600 %I $TERM\n"
+            );
+            s += &format!(
+                "want={}\n\
+                 if [ \"$(cat \"$dropin\" 2>/dev/null)\" != \"$want\" ]; then mkdir -p \"${{dropin%/*}}\"; printf '%s\\n' \"$want\" > \"$dropin\"; getty=1; fi\n",
+                quote(want.trim_end())
+            );
+        }
+        None => s += "if [ -e \"$dropin\" ]; then rm -f \"$dropin\"; getty=1; fi\n",
+    }
     s
 }
 
@@ -308,6 +334,7 @@ mod tests {
                     readonly: true,
                 },
             ],
+            autologin: None,
             agent: Cow::Owned(vec![0x7f, b'E', b'L', b'F']),
         }
     }

@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches.
 
 mod config_check;
+mod console;
 mod cp;
 mod destroy;
 mod down;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     match &cli.command {
+        Command::Console => console::run(&config_file(cli, &cwd)?, reporter),
         // Rendered in memory: the generators panic on a closed stdout.
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

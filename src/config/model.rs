@@ -209,6 +209,8 @@ pub struct Advanced {
     pub checkpoints: u32,
     /// Where a new VM's RAM lives (fixed when the VM is made).
     pub guest_ram: GuestRam,
+    /// The serial console logs in as `[user] name` (`rum console`).
+    pub autologin: bool,
 }
 
 /// The checkpoint budget when rum.toml names none.

@@ -187,6 +187,12 @@ impl InstancePaths {
         self.runtime.join("paused-by-rum")
     }
 
+    /// The guest's serial console, for `rum console` (also logged to
+    /// `serial_log`).
+    pub fn console_socket(&self) -> PathBuf {
+        self.runtime.join("tty.sock")
+    }
+
     pub fn qmp_socket(&self) -> PathBuf {
         self.runtime.join("qmp.sock")
     }

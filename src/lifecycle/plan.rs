@@ -89,6 +89,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         free_page_reporting: inputs.free_page_reporting,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
+        console: paths.console_socket(),
         pid_file: paths.qemu_pid(),
         paused: inputs.paused,
     };

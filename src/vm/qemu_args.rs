@@ -95,11 +95,11 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     }
     a.path("-qmp", "unix:", &spec.qmp)
         .suffix(",server=on,wait=off");
-    a.path(
-        "-chardev",
-        "file,id=serial0,append=on,path=",
-        &spec.serial_log,
-    );
+    // A socket `rum console` attaches to; every byte also goes to the log,
+    // attached or not.
+    a.path("-chardev", "socket,id=serial0,path=", &spec.console)
+        .suffix(",server=on,wait=off,logappend=on");
+    a.suffix_path(",logfile=", &spec.serial_log);
     a.plain(["-serial", "chardev:serial0"]);
 
     if let Firmware::Uefi {
@@ -258,6 +258,19 @@ fn escape(text: &str) -> String {
     text.replace(',', ",,")
 }
 
+/// `prefix` + `path` with its commas doubled, any bytes kept.
+fn escaped_path(prefix: &str, path: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut value = prefix.as_bytes().to_vec();
+    for &b in path.as_os_str().as_bytes() {
+        value.push(b);
+        if b == b',' {
+            value.push(b',');
+        }
+    }
+    OsString::from_vec(value)
+}
+
 #[derive(Default)]
 struct Args(Vec<OsString>);
 
@@ -268,16 +281,15 @@ impl Args {
 
     /// `flag` then `prefix` + `path` (commas escaped, any bytes kept).
     fn path(&mut self, flag: &str, prefix: &str, path: &Path) -> &mut Self {
-        use std::os::unix::ffi::{OsStrExt, OsStringExt};
-        let mut value = prefix.as_bytes().to_vec();
-        for &b in path.as_os_str().as_bytes() {
-            value.push(b);
-            if b == b',' {
-                value.push(b',');
-            }
-        }
         self.0.push(OsString::from(flag));
-        self.0.push(OsString::from_vec(value));
+        self.0.push(escaped_path(prefix, path));
+        self
+    }
+
+    /// Extends the last argument with `prefix` + `path`, as `path` does.
+    fn suffix_path(&mut self, prefix: &str, path: &Path) -> &mut Self {
+        let last = self.0.last_mut().expect("an argument to extend");
+        last.push(escaped_path(prefix, path));
         self
     }
 

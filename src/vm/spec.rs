@@ -120,6 +120,8 @@ pub struct VmSpec {
     pub free_page_reporting: bool,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
+    /// The serial console's socket (`rum console`).
+    pub console: PathBuf,
     pub pid_file: PathBuf,
     /// Start with the CPUs stopped (to load a snapshot before anything runs).
     pub paused: bool,

@@ -18,11 +18,6 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
         path.key("libvirt_uri"),
         "rum drives QEMU directly, without libvirt",
     );
-    c.ignored(
-        &raw.autologin,
-        path.key("autologin"),
-        "rum never enables console logins",
-    );
     let accel = match (raw.accel, raw.domain_type) {
         (Some(text), _) => c.choice(path.key("accel"), &text, Accel::NAMES, Accel::parse),
         // libvirt-era files said domain_type = "kvm" | "qemu".
@@ -111,6 +106,7 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
         agent_transport,
         checkpoints,
         guest_ram,
+        autologin: raw.autologin.unwrap_or(false),
     }
 }
 

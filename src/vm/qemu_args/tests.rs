@@ -36,6 +36,7 @@ fn spec() -> VmSpec {
         free_page_reporting: false,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
+        console: run.join("tty.sock"),
         pid_file: run.join("qemu.pid"),
         paused: false,
     }
@@ -72,7 +73,7 @@ host
 -qmp
 unix:/run/user/1000/rum/web-1234abcd/qmp.sock,server=on,wait=off
 -chardev
-file,id=serial0,append=on,path=/home/u/.local/share/rum/web-1234abcd/logs/serial.log
+socket,id=serial0,path=/run/user/1000/rum/web-1234abcd/tty.sock,server=on,wait=off,logappend=on,logfile=/home/u/.local/share/rum/web-1234abcd/logs/serial.log
 -serial
 chardev:serial0
 -blockdev
