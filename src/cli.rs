@@ -30,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Every VM of this user on this machine, from any directory
+    List,
     /// Attach to the guest's serial console (Ctrl-] detaches)
     Console,
     /// Print a shell completion script (e.g. `rum completions bash >

@@ -85,6 +85,53 @@ fn bios_vm_lifecycle() {
         "{up_text}"
     );
 
+    // `rum list` from elsewhere: this VM, running, with its rum.toml; a
+    // broken instance dir and one whose project is gone are listed too.
+    let instances = env.xdg.data.join("rum");
+    std::fs::create_dir_all(instances.join("broken-0123abcd")).unwrap();
+    std::fs::write(instances.join("broken-0123abcd/state.json"), "{").unwrap();
+    std::fs::create_dir_all(instances.join("gone-89abcdef")).unwrap();
+    std::fs::write(
+        instances.join("gone-89abcdef/project.json"),
+        r#"{"config": "/nonexistent/rum.toml", "name": "gone"}"#,
+    )
+    .unwrap();
+    let listed = env
+        .rum_command()
+        .current_dir(&env.root)
+        .args(["-o", "json", "list"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let rows = listed["data"]["instances"].as_array().unwrap();
+    let state_of = |prefix: &str| {
+        rows.iter()
+            .find(|r| r["instance"].as_str().unwrap().starts_with(prefix))
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state_of("broken-").as_deref(), Some("broken"), "{listed}");
+    assert_eq!(
+        state_of("gone-").as_deref(),
+        Some("config gone"),
+        "{listed}"
+    );
+    let ours = rows
+        .iter()
+        .find(|r| r["config"].as_str() == Some(env.project.join("rum.toml").to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(ours["state"], "running", "{listed}");
+    assert!(ours["pid"].as_u64().is_some() && ours["disk_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(ours["snapshots"], 1, "pre-provision: {listed}");
+    std::fs::remove_dir_all(instances.join("broken-0123abcd")).unwrap();
+    std::fs::remove_dir_all(instances.join("gone-89abcdef")).unwrap();
+
     // The seed rum built: user, groups, hostname, agent unit, pinned host key.
     let who = env.rum(&[
         "ssh",

@@ -8,6 +8,7 @@ mod down;
 mod exec;
 mod image;
 mod init;
+mod list;
 mod log;
 mod seed_dump;
 mod snapshot;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     match &cli.command {
+        Command::List => list::run(reporter),
         Command::Console => console::run(&config_file(cli, &cwd)?, reporter),
         // Rendered in memory: the generators panic on a closed stdout.
         Command::Completions { shell } => {

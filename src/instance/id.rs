@@ -21,6 +21,17 @@ impl InstanceId {
         Self(format!("{name}-{}", &hash[..HASH_CHARS]))
     }
 
+    /// The id an instance directory is named by, if `name` is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (vm, hash) = name.rsplit_once('-')?;
+        let valid = !vm.is_empty()
+            && hash.len() == HASH_CHARS
+            && hash
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        valid.then(|| Self(name.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -49,5 +60,9 @@ mod tests {
         assert!(a.as_str().starts_with("web-"));
         assert_eq!(a, InstanceId::new("web", Path::new("/home/a/web/rum.toml")));
         assert_eq!(a.short().len(), HASH_CHARS);
+        assert_eq!(InstanceId::parse(a.as_str()), Some(a));
+        for not_one in ["web", "web-1234", "-1234abcd", "web-1234ABCD", ".locks"] {
+            assert_eq!(InstanceId::parse(not_one), None, "{not_one}");
+        }
     }
 }

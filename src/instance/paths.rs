@@ -176,6 +176,17 @@ impl InstancePaths {
         self.data.join("seed.iso.id")
     }
 
+    /// Which rum.toml the instance belongs to (`rum list`).
+    pub fn project_record(&self) -> PathBuf {
+        self.data.join("project.json")
+    }
+
+    /// The pid of this instance's QEMU, if it runs. Its command line must
+    /// name our QMP socket, so a reused pid is not taken for ours.
+    pub fn running_qemu(&self) -> Option<u32> {
+        crate::vm::process::find(&self.qemu_pid(), &self.qmp_socket().to_string_lossy())
+    }
+
     /// Where a snapshot keeps the guest's RAM when the VM's RAM is a file.
     pub fn ram_checkpoint(&self, tag: &str) -> PathBuf {
         self.data.join("ram").join(format!("{tag}.ram"))

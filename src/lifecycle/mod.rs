@@ -25,7 +25,6 @@ pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
-use crate::vm::process;
 use std::path::Path;
 
 /// A config and the files of the instance it describes.
@@ -55,10 +54,7 @@ impl Instance {
     /// The pid of this instance's QEMU, if it runs. Its command line must
     /// name our QMP socket, so a reused pid is not taken for ours.
     pub fn qemu_pid(&self) -> Option<u32> {
-        process::find(
-            &self.paths.qemu_pid(),
-            &self.paths.qmp_socket().to_string_lossy(),
-        )
+        self.paths.running_qemu()
     }
 
     /// How the VM was started, if its QEMU runs.
