@@ -386,9 +386,21 @@ fn bios_vm_lifecycle() {
 fn uefi_vm_boots_through_ovmf() {
     let Some(env) = support::e2e() else { return };
     env.write_rum_toml("[advanced]\nfirmware = \"uefi\"\nautologin = true\n");
-    env.rum(&["up", "-d"]).assert_success();
+    // `rum up` on a terminal stays in the foreground, waiting for one key.
+    let mut cmd = env.rum_command();
+    cmd.arg("up");
+    let mut up = env.spawn_on_pty(&mut cmd);
+    assert!(
+        up.wait_for("r retries provisioning", Duration::from_secs(600)),
+        "{}",
+        up.output()
+    );
     let efi = env.rum(&["exec", "--", "test", "-d", "/sys/firmware/efi"]);
     efi.assert_success();
+    assert_eq!(
+        json(&env.rum(&["-o", "json", "status"]))["data"]["runtime"]["firmware"],
+        "uefi"
+    );
     // With autologin the serial console is a shell of the configured user.
     let mut console = attach_console(&env);
     console.type_keys(b"echo CONSOLE-$((6*7)) $(id -un)\r");
@@ -398,14 +410,38 @@ fn uefi_vm_boots_through_ovmf() {
         console.output()
     );
     detach_console(&env, console);
+    // The foreground keys: c shows the console, r retries, Ctrl+C stops.
+    up.type_keys(b"c");
+    assert!(
+        up.wait_for("The console's last lines", Duration::from_secs(10)),
+        "{}",
+        up.output()
+    );
+    up.type_keys(b"r");
+    assert!(
+        up.wait_for("Provisioned after the rollback", Duration::from_secs(300)),
+        "{}",
+        up.output()
+    );
+    assert!(
+        up.output()
+            .contains("Restoring the `pre-provision` snapshot")
+    );
+    up.type_keys(&[0x03]);
+    let stopped = env
+        .procs
+        .wait_timeout(up.pid, Duration::from_secs(200))
+        .expect("Ctrl+C stops rum up");
+    assert!(stopped.success(), "{}", up.output());
+    assert!(up.is_cooked(), "the terminal modes are restored");
+    assert_eq!(
+        json(&env.rum(&["-o", "json", "status"]))["data"]["state"],
+        "stopped"
+    );
     let data = instance_dir(&env).unwrap();
     assert!(
         data.join("nvram.fd").is_file(),
         "the VM has its own UEFI variable store"
-    );
-    assert_eq!(
-        json(&env.rum(&["-o", "json", "status"]))["data"]["runtime"]["firmware"],
-        "uefi"
     );
     env.rum(&["destroy", "-f"]).assert_success();
     assert_no_strays(&env, "after destroy");

@@ -1,5 +1,6 @@
 //! `rum up`. On a terminal (without `-d`) it stays in the foreground after
-//! provisioning: `r` + Enter retries inline, Ctrl+C stops the VM. The
+//! provisioning: `r` retries inline, `c` shows the console's last lines,
+//! Ctrl+C stops the VM (single keys: the terminal is raw while it waits). The
 //! instance lock is not held while it waits, so `rum retry`, `rum exec` and
 //! the rest work from another terminal meanwhile.
 
@@ -8,10 +9,12 @@ use crate::lifecycle::retry::{RetryMode, retry};
 use crate::lifecycle::up::up;
 use crate::lifecycle::{Instance, runtime, stop};
 use crate::output::Reporter;
+use crate::terminal::RawMode;
 use crate::{Error, Exit};
 use std::io::IsTerminal;
 use std::path::Path;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
 
 pub fn run(file: &Path, detach: bool, reporter: &Reporter) -> Result<Exit, Error> {
     let instance = Instance::open(file)?;
@@ -28,26 +31,45 @@ pub fn run(file: &Path, detach: bool, reporter: &Reporter) -> Result<Exit, Error
 
 enum Input {
     Retry,
+    Console,
     Stop,
     Other,
 }
 
+/// Console lines `c` shows.
+const CONSOLE_LINES: usize = 20;
+const HINT: &str = "r retries provisioning, c shows the console's last lines, Ctrl+C stops the VM";
+
 fn foreground(instance: &Instance, mut status: Exit, reporter: &Reporter) -> Result<Exit, Error> {
-    reporter.note("The VM runs in the foreground: type r and Enter to retry provisioning, Ctrl+C to stop the VM (`rum up -d` returns instead).");
+    reporter.note(&format!(
+        "The VM runs in the foreground: {HINT} (`rum up -d` returns instead)."
+    ));
     let rt = runtime();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin = tokio::io::stdin();
     loop {
+        // Raw only while waiting for a key: what a retry prints needs the
+        // terminal as it was. The guard also restores it on unwind.
+        let raw = RawMode::enter();
         let input = rt.block_on(async {
+            let mut key = [0u8; 1];
+            let mut term = signal(SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => Input::Stop,
-                line = lines.next_line() => match line {
-                    Ok(Some(line)) if line.trim() == "r" => Input::Retry,
-                    Ok(Some(_)) => Input::Other,
+                _ = async { term.as_mut().expect("guarded").recv().await }, if term.is_some() => Input::Stop,
+                read = stdin.read(&mut key) => match read {
+                    Ok(1) => match key[0] {
+                        b'r' | b'R' => Input::Retry,
+                        b'c' | b'C' => Input::Console,
+                        // Ctrl+C and Ctrl+D arrive as keys in raw mode.
+                        0x03 | 0x04 => Input::Stop,
+                        _ => Input::Other,
+                    },
                     // End of input: nothing more to wait for.
-                    Ok(None) | Err(_) => Input::Stop,
+                    _ => Input::Stop,
                 },
             }
         });
+        drop(raw);
         match input {
             Input::Retry => {
                 status = match retry(instance, RetryMode::Full, false, reporter) {
@@ -58,8 +80,15 @@ fn foreground(instance: &Instance, mut status: Exit, reporter: &Reporter) -> Res
                         Exit::Failure
                     }
                 };
+                reporter.note(HINT);
             }
-            Input::Other => reporter.note("Type r and Enter to retry, Ctrl+C to stop the VM."),
+            Input::Console => {
+                let log = instance.paths.serial_log();
+                reporter.note(&format!("The console's last lines ({}):", log.display()));
+                reporter.line(&crate::lifecycle::console_tail(&log, CONSOLE_LINES));
+                reporter.note(HINT);
+            }
+            Input::Other => reporter.note(HINT),
             Input::Stop => {
                 let _lock = instance
                     .paths

@@ -21,6 +21,7 @@ pub mod up;
 pub mod wait;
 
 pub use error::{AgentError, LifecycleError, ReloadError, SnapshotError};
+pub use guest::tail as console_tail;
 pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
