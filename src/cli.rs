@@ -16,6 +16,12 @@ pub struct Cli {
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Work on this instance (an id from `rum list`) instead of finding
+    /// rum.toml: for status, down, destroy, ssh, exec, cp, log, snapshot,
+    /// console and wait
+    #[arg(long, global = true, value_name = "ID", conflicts_with = "config")]
+    pub instance: Option<String>,
+
     /// How to print progress and results
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,

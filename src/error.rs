@@ -51,6 +51,10 @@ pub enum Error {
     CurrentDir(#[source] std::io::Error),
     #[error("Cannot write to stdout")]
     Stdout(#[source] std::io::Error),
+    #[error(
+        "This command works from the project's rum.toml; `--instance` goes with status, down, destroy, ssh, exec, cp, log, snapshot, console and wait"
+    )]
+    NeedsProject,
     #[error("`{0}` needs a terminal; run it in one (its output is also in `rum log --console`)")]
     NoTerminal(&'static str),
     #[error("Cannot attach to the console at {}", .path.display())]
@@ -102,7 +106,7 @@ impl Error {
             | Error::CurrentDir(_)
             | Error::Console { .. }
             | Error::Stdout(_) => false,
-            Error::NoTerminal(_) => true,
+            Error::NoTerminal(_) | Error::NeedsProject => true,
         };
         if usage { Exit::Usage } else { Exit::Failure }
     }

@@ -373,7 +373,55 @@ fn bios_vm_lifecycle() {
         "an unchanged seed is not rebuilt"
     );
 
-    env.rum(&["destroy", "-f"]).assert_success();
+    // The project directory deleted: `--instance ID` still reaches the VM
+    // (from the copy of rum.toml rum keeps), and destroys it completely.
+    let id = data.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_dir_all(&env.project).unwrap();
+    let by_id = |args: &[&str]| {
+        let mut all = vec!["--instance", id.as_str()];
+        all.extend_from_slice(args);
+        env.rum_command()
+            .current_dir(&env.root)
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let status = by_id(&["-o", "json", "status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["data"]["state"], "running", "{status}");
+    let kept = by_id(&["exec", "--", "cat", "/var/tmp/kept"]);
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "kept\n");
+    let up = by_id(&["up"]);
+    assert_eq!(up.status.code(), Some(2), "up needs the project");
+    let unknown = env
+        .rum_command()
+        .current_dir(&env.root)
+        .args(["--instance", "nope-01234567", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains(&format!("there are: {id}")),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let destroyed = by_id(&["destroy", "-f"]);
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
     assert_no_strays(&env, "after destroy");
     assert!(
         instance_dir(&env).is_none(),

@@ -5,14 +5,13 @@ use crate::lifecycle::{AgentError, Instance};
 use crate::output::Reporter;
 use crate::terminal::RawMode;
 use crate::{Error, Exit};
-use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `Ctrl-]`, as telnet and virsh detach.
 const DETACH: u8 = 0x1d;
 
-pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exit, Error> {
+    let instance = Instance::open_target(target)?;
     let id = instance.paths.id.to_string();
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return Err(Error::NoTerminal("rum console"));

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub fn run(
-    file: &Path,
+    target: &crate::lifecycle::Target,
     source: &str,
     destination: &str,
     reporter: &Reporter,
 ) -> Result<Exit, Error> {
     let (from_guest, to_guest) = (source.strip_prefix(':'), destination.strip_prefix(':'));
-    let instance = Instance::open(file)?;
+    let instance = Instance::open_target(target)?;
     let user = instance.config.user.name.clone();
     let (size, what) = runtime().block_on(async {
         match (from_guest, to_guest) {

@@ -5,10 +5,13 @@ use crate::lifecycle::{Instance, stop};
 use crate::output::Reporter;
 use crate::vm::qemu::Stopped;
 use crate::{Error, Exit};
-use std::path::Path;
 
-pub fn run(file: &Path, force: bool, reporter: &Reporter) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+pub fn run(
+    target: &crate::lifecycle::Target,
+    force: bool,
+    reporter: &Reporter,
+) -> Result<Exit, Error> {
+    let instance = Instance::open_target(target)?;
     let id = instance.paths.id.to_string();
     if !instance.paths.exists() {
         reporter.result(

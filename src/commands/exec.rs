@@ -7,19 +7,18 @@ use crate::{Error, Exit};
 use rum_agent::ExecEvent;
 use rum_agent::protocol::ExecRequest;
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 pub fn run(
-    file: &Path,
+    target: &crate::lifecycle::Target,
     user: Option<&str>,
     cwd: Option<&str>,
     stdin: bool,
     timeout: Option<Duration>,
     command: &[String],
 ) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+    let instance = Instance::open_target(target)?;
     runtime().block_on(async {
         let client = connect_agent(&instance, Duration::from_secs(30)).await?;
         let mut request = ExecRequest::argv(command.iter().cloned());

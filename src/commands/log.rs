@@ -4,7 +4,6 @@ use crate::lifecycle::Instance;
 use crate::output::Reporter;
 use crate::provision::run::Attempt;
 use crate::{Error, Exit};
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
@@ -30,7 +29,7 @@ fn attempts(instance: &Instance) -> Vec<Attempt> {
 }
 
 pub fn run(
-    file: &Path,
+    target: &crate::lifecycle::Target,
     failed: bool,
     all: bool,
     console: bool,
@@ -42,7 +41,7 @@ pub fn run(
         (_, _, true) => Which::Console,
         _ => Which::Latest,
     };
-    let instance = Instance::open(file)?;
+    let instance = Instance::open_target(target)?;
     if which == Which::Console {
         let text = std::fs::read(instance.paths.serial_log())
             .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -25,7 +25,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     match &cli.command {
         Command::List => list::run(reporter),
-        Command::Console => console::run(&config_file(cli, &cwd)?, reporter),
+        Command::Console => console::run(&target(cli, &cwd)?, reporter),
         // Rendered in memory: the generators panic on a closed stdout.
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -46,11 +46,11 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             config_check::run(&config_file(cli, &cwd)?, reporter)
         }
         Command::Up { detach } => up::run(&config_file(cli, &cwd)?, *detach, reporter),
-        Command::Down { force } => down::run(&config_file(cli, &cwd)?, *force, reporter),
-        Command::Destroy { force } => destroy::run(&config_file(cli, &cwd)?, *force, reporter),
-        Command::Status => status::run(&config_file(cli, &cwd)?, reporter),
-        Command::Ssh { args } => ssh::ssh(&config_file(cli, &cwd)?, args),
-        Command::SshConfig => ssh::ssh_config(&config_file(cli, &cwd)?, reporter),
+        Command::Down { force } => down::run(&target(cli, &cwd)?, *force, reporter),
+        Command::Destroy { force } => destroy::run(&target(cli, &cwd)?, *force, reporter),
+        Command::Status => status::run(&target(cli, &cwd)?, reporter),
+        Command::Ssh { args } => ssh::ssh(&target(cli, &cwd)?, args),
+        Command::SshConfig => ssh::ssh_config(&target(cli, &cwd)?, reporter),
         Command::Exec {
             user,
             cwd: dir,
@@ -58,7 +58,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             timeout,
             command,
         } => exec::run(
-            &config_file(cli, &cwd)?,
+            &target(cli, &cwd)?,
             user.as_deref(),
             dir.as_deref(),
             *stdin,
@@ -68,7 +68,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
         Command::Cp {
             source,
             destination,
-        } => cp::run(&config_file(cli, &cwd)?, source, destination, reporter),
+        } => cp::run(&target(cli, &cwd)?, source, destination, reporter),
         Command::Retry {
             from,
             done,
@@ -81,7 +81,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             Ok(retry(&instance, mode, *strict, reporter)?)
         }
         Command::Wait { timeout } => {
-            let instance = crate::lifecycle::Instance::open(&config_file(cli, &cwd)?)?;
+            let instance = crate::lifecycle::Instance::open_target(&target(cli, &cwd)?)?;
             Ok(crate::lifecycle::wait::wait(&instance, *timeout, reporter)?)
         }
         Command::Provision { system, boot, step } => {
@@ -100,8 +100,8 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             failed,
             all,
             console,
-        } => log::run(&config_file(cli, &cwd)?, *failed, *all, *console, reporter),
-        Command::Snapshot(action) => snapshot::run(&config_file(cli, &cwd)?, action, reporter),
+        } => log::run(&target(cli, &cwd)?, *failed, *all, *console, reporter),
+        Command::Snapshot(action) => snapshot::run(&target(cli, &cwd)?, action, reporter),
         Command::Image(action) => match action {
             ImageCommand::Pull { base, sha256 } => image::pull(base, sha256.as_deref(), reporter),
             ImageCommand::List => image::list(reporter),
@@ -123,6 +123,19 @@ fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
+/// The project's rum.toml; a command that changes or creates the VM from
+/// it takes no `--instance`.
 fn config_file(cli: &Cli, cwd: &std::path::Path) -> Result<PathBuf, Error> {
+    if cli.instance.is_some() {
+        return Err(Error::NeedsProject);
+    }
     Ok(crate::config::locate(cli.config.as_deref(), cwd)?)
+}
+
+/// The instance `--instance` names, else the project's rum.toml.
+fn target(cli: &Cli, cwd: &std::path::Path) -> Result<crate::lifecycle::Target, Error> {
+    Ok(match &cli.instance {
+        Some(id) => crate::lifecycle::Target::Id(id.clone()),
+        None => crate::lifecycle::Target::File(crate::config::locate(cli.config.as_deref(), cwd)?),
+    })
 }

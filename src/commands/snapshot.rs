@@ -10,17 +10,20 @@ use crate::lifecycle::{checkpoints, snapshots};
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
-use std::path::Path;
 use std::time::Duration;
 
-pub fn run(file: &Path, command: &SnapshotCommand, reporter: &Reporter) -> Result<Exit, Error> {
+pub fn run(
+    target: &crate::lifecycle::Target,
+    command: &SnapshotCommand,
+    reporter: &Reporter,
+) -> Result<Exit, Error> {
     let action = match command {
         SnapshotCommand::Create { name } => Action::Create(name.as_deref()),
         SnapshotCommand::List => Action::List,
         SnapshotCommand::Restore { name } => Action::Restore(name),
         SnapshotCommand::Delete { name } => Action::Delete(name),
     };
-    let instance = Instance::open(file)?;
+    let instance = Instance::open_target(target)?;
     let id = instance.paths.id.to_string();
     let on_disk = disk::snapshots(&instance.paths.overlay()).unwrap_or_default();
     if let Action::List = action {

@@ -6,7 +6,6 @@ use crate::lifecycle::{AgentError, Instance, RuntimeInfo};
 use crate::output::Reporter;
 use crate::{Error, Exit};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 
 fn options(instance: &Instance, info: &RuntimeInfo) -> Vec<String> {
     let p = &instance.paths;
@@ -34,8 +33,8 @@ fn running(instance: &Instance) -> Result<RuntimeInfo, Error> {
         .ok_or_else(|| AgentError::NotRunning(instance.paths.id.to_string()).into())
 }
 
-pub fn ssh(file: &Path, args: &[String]) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+pub fn ssh(target: &crate::lifecycle::Target, args: &[String]) -> Result<Exit, Error> {
+    let instance = Instance::open_target(target)?;
     let info = running(&instance)?;
     let mut words = instance.config.ssh.command.split_whitespace();
     let program = words.next().unwrap_or("ssh");
@@ -66,8 +65,8 @@ fn in_start_dir(dir: Option<&str>, args: &[String]) -> Vec<String> {
     }
 }
 
-pub fn ssh_config(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+pub fn ssh_config(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exit, Error> {
+    let instance = Instance::open_target(target)?;
     let info = running(&instance)?;
     let p = &instance.paths;
     let host = format!("rum-{}", instance.config.name);

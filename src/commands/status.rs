@@ -7,13 +7,12 @@ use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
 use std::fmt::Write;
-use std::path::Path;
 
 /// History entries shown to people (JSON gets them all).
 const HISTORY_SHOWN: usize = 12;
 
-pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
-    let instance = Instance::open(file)?;
+pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exit, Error> {
+    let instance = Instance::open_target(target)?;
     let paths = &instance.paths;
     let exists = paths.exists();
     let pid = instance.qemu_pid();

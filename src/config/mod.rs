@@ -54,6 +54,20 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates `source` as if read from `file`.
 pub fn parse_str(source: &str, file: &Path) -> Result<Loaded, ConfigError> {
+    parse_with(source, file, false)
+}
+
+/// Reads the copy of a project's rum.toml that `rum up` saved, as if it were
+/// the original at `original` (which may be gone, with the files it names).
+pub fn load_saved(copy: &Path, original: &Path) -> Result<Loaded, ConfigError> {
+    let source = std::fs::read_to_string(copy).map_err(|source| ConfigError::Read {
+        path: copy.to_path_buf(),
+        source,
+    })?;
+    parse_with(&source, original, true)
+}
+
+fn parse_with(source: &str, file: &Path, trust_host_paths: bool) -> Result<Loaded, ConfigError> {
     let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let dir = file
         .parent()
@@ -72,6 +86,7 @@ pub fn parse_str(source: &str, file: &Path) -> Result<Loaded, ConfigError> {
     let ctx = validate::Context {
         dir: &dir,
         default_name: default_name(&file, &dir),
+        trust_host_paths,
     };
     let (mut config, warnings) = validate::validate(raw, &ctx).map_err(|problems| {
         invalid(

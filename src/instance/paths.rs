@@ -181,6 +181,11 @@ impl InstancePaths {
         self.data.join("project.json")
     }
 
+    /// A copy of that rum.toml, for `--instance` once the project is gone.
+    pub fn saved_config(&self) -> PathBuf {
+        self.data.join("rum.toml")
+    }
+
     /// The pid of this instance's QEMU, if it runs. Its command line must
     /// name our QMP socket, so a reused pid is not taken for ours.
     pub fn running_qemu(&self) -> Option<u32> {

@@ -214,6 +214,12 @@ pub enum LifecycleError {
     Provision(#[from] provision::ProvisionError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error("There is no instance `{id}`; {}", if .known.is_empty() { "there are none (`rum list`)".to_owned() } else { format!("there are: {}", .known.join(", ")) })]
+    UnknownInstance { id: String, known: Vec<String> },
+    #[error(
+        "`{0}` was made before rum kept a copy of its rum.toml; run the command in its project directory"
+    )]
+    NoSavedConfig(String),
     #[error("There is no system step `{name}`; {}", if .known.is_empty() { "rum.toml has none".to_owned() } else { format!("there are: {}, or `boot` for the boot steps", .known.join(", ")) })]
     UnknownStep { name: String, known: Vec<String> },
     #[error("Cannot write {}", .path.display())]
@@ -240,7 +246,10 @@ impl LifecycleError {
     /// The user's command line, config or environment is wrong: exit 2.
     pub fn is_usage(&self) -> bool {
         match self {
-            LifecycleError::Config(_) | LifecycleError::UnknownStep { .. } => true,
+            LifecycleError::Config(_)
+            | LifecycleError::UnknownStep { .. }
+            | LifecycleError::UnknownInstance { .. }
+            | LifecycleError::NoSavedConfig(_) => true,
             LifecycleError::Instance(e) => e.is_usage(),
             LifecycleError::Seed(e) => e.is_usage(),
             LifecycleError::Image(e) => e.is_usage(),

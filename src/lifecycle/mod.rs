@@ -26,7 +26,15 @@ pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What a command works on: the project's rum.toml, or an instance named by
+/// its id (`--instance`, e.g. after its project directory was deleted).
+#[derive(Debug, Clone)]
+pub enum Target {
+    File(PathBuf),
+    Id(String),
+}
 
 /// A config and the files of the instance it describes.
 pub struct Instance {
@@ -44,6 +52,55 @@ impl Instance {
             InstanceId::new(&loaded.config.name, &loaded.config.file),
             &dirs,
         )?;
+        Ok(Self {
+            config: loaded.config,
+            paths,
+            dirs,
+            warnings: loaded.warnings,
+        })
+    }
+
+    pub fn open_target(target: &Target) -> Result<Self, LifecycleError> {
+        match target {
+            Target::File(file) => Self::open(file),
+            Target::Id(id) => Self::by_id(id),
+        }
+    }
+
+    /// The instance `id`, with its project's rum.toml where it still is,
+    /// else the copy `rum up` saved beside the instance.
+    fn by_id(id: &str) -> Result<Self, LifecycleError> {
+        let dirs = BaseDirs::from_env()?;
+        let unknown = || {
+            let known = std::fs::read_dir(&dirs.data)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| InstanceId::parse(e.file_name().to_str()?))
+                .map(|i| i.to_string())
+                .collect();
+            LifecycleError::UnknownInstance {
+                id: id.to_owned(),
+                known,
+            }
+        };
+        let parsed = InstanceId::parse(id).ok_or_else(unknown)?;
+        let paths = InstancePaths::resolve(parsed, &dirs)?;
+        if !paths.exists() {
+            return Err(unknown());
+        }
+        let original = std::fs::read(paths.project_record())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["config"].as_str().map(PathBuf::from))
+            .ok_or_else(|| LifecycleError::NoSavedConfig(id.to_owned()))?;
+        if original.is_file()
+            && let Ok(instance) = Self::open(&original)
+            && instance.paths.id.as_str() == id
+        {
+            return Ok(instance);
+        }
+        let loaded = config::load_saved(&paths.saved_config(), &original)?;
         Ok(Self {
             config: loaded.config,
             paths,

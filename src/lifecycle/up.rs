@@ -30,16 +30,18 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
             std::fs::remove_dir_all(&data).map_err(|e| e.to_string())
         });
     }
-    // For `rum list`: which project this VM is of (after the freshness
-    // check, which wants nothing but the lock in the directory).
+    // For `rum list` and `--instance`: which project this VM is of, and its
+    // rum.toml (after the freshness check, which wants only the lock there).
     let project =
         serde_json::json!({ "config": instance.config.file, "name": instance.config.name });
-    crate::fsutil::write_private(&paths.project_record(), project.to_string().as_bytes()).map_err(
-        |source| super::error::UpError::Write {
-            path: paths.project_record(),
-            source,
-        },
-    )?;
+    let text = std::fs::read(&instance.config.file).unwrap_or_default();
+    for (path, bytes) in [
+        (paths.project_record(), project.to_string().into_bytes()),
+        (paths.saved_config(), text),
+    ] {
+        crate::fsutil::write_private(&path, &bytes)
+            .map_err(|source| super::error::UpError::Write { path, source })?;
+    }
     if let Some(pid) = instance.qemu_pid() {
         guard.disarm();
         reload::report(instance, reporter);

@@ -73,7 +73,7 @@ pub(super) fn advanced(c: &mut Checker, raw: RawAdvanced, dir: &Path) -> Advance
         } else {
             PathBuf::from(&text)
         };
-        if file.is_absolute() && !is_executable(&file) {
+        if file.is_absolute() && !c.trust_host_paths && !is_executable(&file) {
             c.problem(
                 path.key("qemu"),
                 format!("`{}` is not an executable file", file.display()),

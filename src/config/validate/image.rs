@@ -62,7 +62,9 @@ fn image_base(
         }
     };
     // Only a local file can be checked now; downloads are checked when fetched.
-    if let ImageSource::Path(file) = &source {
+    if let ImageSource::Path(file) = &source
+        && !c.trust_host_paths
+    {
         match std::fs::metadata(file) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => {

@@ -28,12 +28,16 @@ pub struct Context<'a> {
     pub dir: &'a Path,
     /// Name used when the file sets none (from the file or directory name).
     pub default_name: String,
+    /// Host files the config names are taken as they are, unchecked: the
+    /// copy `rum up` saved, read for `--instance` after the project went.
+    pub trust_host_paths: bool,
 }
 
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
+    trust_host_paths: bool,
 }
 
 impl Checker {
@@ -96,7 +100,10 @@ impl Checker {
 }
 
 pub fn validate(raw: RawConfig, ctx: &Context<'_>) -> Result<(Config, Vec<Warning>), Vec<Problem>> {
-    let mut c = Checker::default();
+    let mut c = Checker {
+        trust_host_paths: ctx.trust_host_paths,
+        ..Checker::default()
+    };
     let root = KeyPath::root();
 
     let name = match raw.name {

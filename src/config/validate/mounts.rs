@@ -87,7 +87,9 @@ pub(super) fn mounts(c: &mut Checker, raw: Vec<RawMount>, dir: &Path) -> Vec<Mou
 }
 
 fn mount_source(c: &mut Checker, path: KeyPath, text: &str, dir: &Path) -> Option<PathBuf> {
-    let source = if text == "git" {
+    let source = if text == "git" && c.trust_host_paths {
+        dir.to_path_buf()
+    } else if text == "git" {
         match dir.ancestors().find(|d| d.join(".git").exists()) {
             Some(top) => top.to_path_buf(),
             None => {
@@ -104,6 +106,9 @@ fn mount_source(c: &mut Checker, path: KeyPath, text: &str, dir: &Path) -> Optio
     } else {
         resolve_host_path(text, dir)
     };
+    if c.trust_host_paths {
+        return Some(source);
+    }
     match std::fs::canonicalize(&source) {
         Ok(real) if real.is_dir() => Some(real),
         Ok(real) => {
