@@ -18,6 +18,30 @@ fn rum(env: &E2e, data: &Path, vars: &[(&str, &str)], args: &[&str]) -> RumRun {
     env.rum_env(&all, args)
 }
 
+/// Takes snapshots `s0`, `s1`, … (space check lifted, `after` run after
+/// each) until one fails because the disk filled up in the middle of it,
+/// which must say so; returns the names that were saved.
+fn fill_with_snapshots(env: &E2e, data: &Path, after: impl Fn(usize)) -> Vec<String> {
+    let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
+    let mut saved = Vec::new();
+    for i in 0..6 {
+        let name = format!("s{i}");
+        let run = rum(env, data, &skip, &["snapshot", "create", &name]);
+        if !run.status.success() {
+            assert!(!saved.is_empty(), "not even one snapshot fit: {run}");
+            assert!(
+                run.stderr.contains("filled up while saving")
+                    && run.stderr.contains("older ones are intact"),
+                "{run}"
+            );
+            return saved;
+        }
+        saved.push(name);
+        after(i);
+    }
+    panic!("the small disk never filled up");
+}
+
 #[test]
 fn snapshots_on_a_disk_that_fills_up() {
     let Some(env) = support::e2e() else { return };
@@ -28,7 +52,6 @@ fn snapshots_on_a_disk_that_fills_up() {
     let data = disk.mount.join("data");
     // RAM in memfd: snapshots write it into the qcow2.
     env.write_rum_toml("[advanced]\nguest_ram = \"memfd\"\n");
-    let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
 
     // Less free space than the guest's RAM: the pre-provision save is refused.
     let up = rum(&env, &data, &[], &["up", "-d"]);
@@ -39,28 +62,7 @@ fn snapshots_on_a_disk_that_fills_up() {
     );
 
     // Save until the disk is full in the middle of one.
-    let mut saved = Vec::new();
-    let mut failure = None;
-    for i in 0..6 {
-        let name = format!("s{i}");
-        let run = rum(&env, &data, &skip, &["snapshot", "create", &name]);
-        if run.status.success() {
-            saved.push(name);
-        } else {
-            failure = Some(run);
-            break;
-        }
-    }
-    let failure = failure.expect("the small disk never filled up");
-    assert!(!saved.is_empty(), "not even one snapshot fit: {failure}");
-    assert!(
-        failure.stderr.contains("filled up while saving"),
-        "{failure}"
-    );
-    assert!(
-        failure.stderr.contains("older ones are intact"),
-        "{failure}"
-    );
+    let saved = fill_with_snapshots(&env, &data, |_| {});
 
     let list = rum(&env, &data, &[], &["snapshot", "list"]);
     for name in &saved {
@@ -174,7 +176,6 @@ fn ram_copies_on_a_disk_that_fills_up() {
     let disk = LoopFs::new(&env.root, "ext4", 1000);
     let data = disk.mount.join("data");
     env.write_rum_toml("");
-    let skip = [("RUM_TEST_SKIP_SPACE_CHECK", "1")];
     rum(&env, &data, &[], &["up", "-d"]).assert_success();
     let sh = |command: &str| {
         let run = rum(
@@ -190,26 +191,9 @@ fn ram_copies_on_a_disk_that_fills_up() {
 
     // Each snapshot copies the RAM the guest touched: the disk fills up in
     // the middle of a copy.
-    let mut saved = Vec::new();
-    let mut failure = None;
-    for i in 0..6 {
-        let name = format!("s{i}");
-        let run = rum(&env, &data, &skip, &["snapshot", "create", &name]);
-        if run.status.success() {
-            saved.push(name);
-            sh(&format!("echo {i} > /dev/shm/marker"));
-        } else {
-            failure = Some(run);
-            break;
-        }
-    }
-    let failure = failure.expect("the small disk never filled up");
-    assert!(!saved.is_empty(), "not even one snapshot fit: {failure}");
-    assert!(
-        failure.stderr.contains("filled up while saving")
-            && failure.stderr.contains("older ones are intact"),
-        "{failure}"
-    );
+    let saved = fill_with_snapshots(&env, &data, |i| {
+        sh(&format!("echo {i} > /dev/shm/marker"));
+    });
     let copies: Vec<_> = std::fs::read_dir(data.join("rum"))
         .unwrap()
         .flatten()
