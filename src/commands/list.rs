@@ -99,7 +99,7 @@ fn row(id: InstanceId, dirs: &BaseDirs) -> Row {
     };
     row.disk_bytes = disk_usage(&paths.data);
     row.config = project_config(&paths);
-    row.pid = paths.running_qemu();
+    row.pid = crate::lifecycle::running_qemu(&paths);
     if row.pid.is_some()
         && let Some(info) = RuntimeInfo::load(&paths.runtime_info())
     {

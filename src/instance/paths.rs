@@ -186,12 +186,6 @@ impl InstancePaths {
         self.data.join("rum.toml")
     }
 
-    /// The pid of this instance's QEMU, if it runs. Its command line must
-    /// name our QMP socket, so a reused pid is not taken for ours.
-    pub fn running_qemu(&self) -> Option<u32> {
-        crate::vm::process::find(&self.qemu_pid(), &self.qmp_socket().to_string_lossy())
-    }
-
     /// Where a snapshot keeps the guest's RAM when the VM's RAM is a file.
     pub fn ram_checkpoint(&self, tag: &str) -> PathBuf {
         self.data.join("ram").join(format!("{tag}.ram"))

@@ -112,7 +112,7 @@ impl Instance {
     /// The pid of this instance's QEMU, if it runs. Its command line must
     /// name our QMP socket, so a reused pid is not taken for ours.
     pub fn qemu_pid(&self) -> Option<u32> {
-        self.paths.running_qemu()
+        running_qemu(&self.paths)
     }
 
     /// How the VM was started, if its QEMU runs.
@@ -120,6 +120,12 @@ impl Instance {
         self.qemu_pid()?;
         RuntimeInfo::load(&self.paths.runtime_info())
     }
+}
+
+/// The pid of the QEMU of the instance at `paths`, if it runs. Its command
+/// line must name our QMP socket, so a reused pid is not taken for ours.
+pub fn running_qemu(paths: &InstancePaths) -> Option<u32> {
+    crate::vm::process::find(&paths.qemu_pid(), &paths.qmp_socket().to_string_lossy())
 }
 
 /// A single-threaded runtime for the async parts of a command (QMP, agent).
