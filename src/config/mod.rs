@@ -8,7 +8,7 @@ mod parse;
 mod raw;
 mod size;
 mod span;
-mod suggest;
+pub mod suggest;
 pub mod template;
 mod validate;
 

@@ -220,7 +220,7 @@ pub enum LifecycleError {
         "`{0}` was made before rum kept a copy of its rum.toml; run the command in its project directory"
     )]
     NoSavedConfig(String),
-    #[error("There is no system step `{name}`; {}", if .known.is_empty() { "rum.toml has none".to_owned() } else { format!("there are: {}, or `boot` for the boot steps", .known.join(", ")) })]
+    #[error("There is no system step `{name}`; {}{}", if .known.is_empty() { "rum.toml has none".to_owned() } else { format!("there are: {}, or `boot` for the boot steps", .known.join(", ")) }, crate::config::suggest::closest(name, .known.iter().map(String::as_str)).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default())]
     UnknownStep { name: String, known: Vec<String> },
     #[error("Cannot write {}", .path.display())]
     Write {

@@ -98,3 +98,24 @@ pub fn provision(
     );
     Ok(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_step_is_named_with_the_closest() {
+        let err = LifecycleError::UnknownStep {
+            name: "thre".into(),
+            known: vec!["one".into(), "three".into()],
+        };
+        assert!(err.is_usage());
+        assert_eq!(
+            err.to_string(),
+            "There is no system step `thre`; there are: one, three, or `boot` for the boot steps (did you mean `three`?)"
+        );
+        assert_eq!(Which::from_flags(false, false, Some("boot")), Which::Boot);
+        assert_eq!(Which::from_flags(true, false, None), Which::System);
+        assert_eq!(Which::from_flags(false, false, None), Which::All);
+    }
+}
