@@ -72,7 +72,12 @@ pub enum Command {
         force: bool,
     },
     /// Show the VM's state, resources, ports, mounts and bring-up history
-    Status,
+    Status {
+        /// Keep watching: redraw on a terminal, one JSON line per change
+        /// with `-o json`, until Ctrl+C
+        #[arg(long)]
+        watch: bool,
+    },
     /// Log in over SSH with rum's key and the pinned host key
     Ssh {
         /// Arguments for ssh, after `--` (e.g. `-- -L 8080:localhost:80`)

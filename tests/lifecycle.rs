@@ -328,7 +328,37 @@ fn bios_vm_lifecycle() {
     .assert_success();
     let overlay = data.join("disk.qcow2");
     let inode = std::fs::metadata(&overlay).unwrap().ino();
+    // `status --watch` prints a JSON line per change while the VM goes down.
+    let watch_log = env.root.join("watch.log");
+    let mut watch = env.rum_command();
+    watch
+        .args(["-o", "json", "status", "--watch"])
+        .stdout(std::fs::File::create(&watch_log).unwrap());
+    let watch = env.procs.spawn(&mut watch);
     env.rum(&["down"]).assert_success();
+    let states = || -> Vec<String> {
+        std::fs::read_to_string(&watch_log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["state"].to_string()
+            })
+            .collect()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            states().last().map(String::as_str) == Some("\"stopped\"")
+        }),
+        "{:?}",
+        states()
+    );
+    assert_eq!(states()[0], "\"running\"", "{:?}", states());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let ended = env.procs.wait_timeout(watch, Duration::from_secs(10));
+    assert!(ended.is_some_and(|s| s.success()), "Ctrl+C ends --watch");
     assert_no_strays(&env, "after down");
     // Gone, or a zombie waiting for init (which reaps late on some hosts).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -48,7 +48,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
         Command::Up { detach } => up::run(&config_file(cli, &cwd)?, *detach, reporter),
         Command::Down { force } => down::run(&target(cli, &cwd)?, *force, reporter),
         Command::Destroy { force } => destroy::run(&target(cli, &cwd)?, *force, reporter),
-        Command::Status => status::run(&target(cli, &cwd)?, reporter),
+        Command::Status { watch } => status::run(&target(cli, &cwd)?, *watch, reporter),
         Command::Ssh { args } => ssh::ssh(&target(cli, &cwd)?, args),
         Command::SshConfig => ssh::ssh_config(&target(cli, &cwd)?, reporter),
         Command::Exec {

@@ -11,8 +11,52 @@ use std::fmt::Write;
 /// History entries shown to people (JSON gets them all).
 const HISTORY_SHOWN: usize = 12;
 
-pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exit, Error> {
+pub fn run(
+    target: &crate::lifecycle::Target,
+    watch: bool,
+    reporter: &Reporter,
+) -> Result<Exit, Error> {
     let instance = Instance::open_target(target)?;
+    if !watch {
+        let (text, data) = describe(&instance)?;
+        reporter.result(&text, &data);
+        return Ok(Exit::Success);
+    }
+    // Redrawn on a terminal, one JSON line per change otherwise; the
+    // uptime alone is no change.
+    let redraw = reporter.mode() != crate::output::Mode::Json
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let rt = crate::lifecycle::runtime();
+    let mut last = None;
+    loop {
+        let (text, mut data) = describe(&instance)?;
+        let uptime = data["uptime_s"].take();
+        if last.as_ref() != Some(&data) {
+            data["uptime_s"] = uptime.clone();
+            if redraw {
+                print!("\x1b[H\x1b[2J");
+            }
+            reporter.result(&text, &data);
+            data["uptime_s"] = serde_json::Value::Null;
+            last = Some(data);
+        }
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => true,
+                _ = tokio::time::sleep(WATCH_EVERY) => false,
+            }
+        });
+        if stopped {
+            return Ok(Exit::Success);
+        }
+    }
+}
+
+/// How often `--watch` looks again.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The status for people, and as data.
+fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
     let paths = &instance.paths;
     let exists = paths.exists();
     let pid = instance.qemu_pid();
@@ -115,11 +159,11 @@ pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exi
             h.event
         );
     }
-    let changes = crate::lifecycle::reload::changes(&instance);
+    let changes = crate::lifecycle::reload::changes(instance);
     let _ = write!(s, "{}", crate::drift::Report(&changes));
-    reporter.result(
-        s.trim_end(),
-        &serde_json::json!({
+    Ok((
+        s.trim_end().to_owned(),
+        serde_json::json!({
             "changes": changes,
             "instance": paths.id,
             "state": vm_state,
@@ -135,8 +179,7 @@ pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exi
             "history": state.history,
             "data_dir": paths.data,
         }),
-    );
-    Ok(Exit::Success)
+    ))
 }
 
 fn human_duration(secs: u64) -> String {
