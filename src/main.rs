@@ -4,6 +4,8 @@ use rum::output::Reporter;
 use tracing_subscriber::filter::LevelFilter;
 
 fn main() {
+    // A shell asking for completions (`COMPLETE=bash rum …`) gets them here.
+    rum::commands::complete_if_asked();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let reporter = Reporter::new(cli.output);

@@ -26,13 +26,7 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
     match &cli.command {
         Command::List => list::run(reporter),
         Command::Console => console::run(&target(cli, &cwd)?, reporter),
-        // Rendered in memory: the generators panic on a closed stdout.
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut command, "rum", &mut script);
-            print_bytes(&script)
-        }
+        Command::Completions { shell } => completions(*shell),
         Command::Manpage => {
             let command = <Cli as clap::CommandFactory>::command();
             let mut page = Vec::new();
@@ -112,6 +106,69 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)
         }
     }
+}
+
+/// The variable through which a shell asks rum for completions.
+const COMPLETE_VAR: &str = "COMPLETE";
+
+/// Answers a shell that asks for completions, then exits; otherwise returns.
+/// Step names (`--from`, `--step`) come from the rum.toml found from here.
+pub fn complete_if_asked() {
+    clap_complete::CompleteEnv::with_factory(completing_command)
+        .var(COMPLETE_VAR)
+        .complete();
+}
+
+fn completing_command() -> clap::Command {
+    use clap_complete::engine::ArgValueCandidates;
+    <Cli as clap::CommandFactory>::command()
+        .mut_subcommand("retry", |c| {
+            c.mut_arg("from", |a| a.add(ArgValueCandidates::new(step_names)))
+        })
+        .mut_subcommand("provision", |c| {
+            c.mut_arg("step", |a| a.add(ArgValueCandidates::new(step_names)))
+        })
+}
+
+/// The system steps of the rum.toml found from the current directory, and
+/// `boot`; nothing where there is none.
+fn step_names() -> Vec<clap_complete::engine::CompletionCandidate> {
+    let steps = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| crate::config::locate(None, &cwd).ok())
+        .and_then(|file| crate::config::load(&file).ok())
+        .map(|loaded| loaded.config.provision.system)
+        .unwrap_or_default();
+    steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(["boot"])
+        .map(clap_complete::engine::CompletionCandidate::new)
+        .collect()
+}
+
+/// The script that has `shell` ask rum for completions as you type.
+fn completions(shell: clap_complete::Shell) -> Result<Exit, Error> {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Zsh => &Zsh,
+        clap_complete::Shell::Fish => &Fish,
+        clap_complete::Shell::Elvish => &Elvish,
+        clap_complete::Shell::PowerShell => &Powershell,
+        _ => &Bash,
+    };
+    let exe = std::env::current_exe().map_err(Error::CurrentDir)?;
+    let mut script = Vec::new();
+    completer
+        .write_registration(
+            COMPLETE_VAR,
+            "rum",
+            "rum",
+            &exe.to_string_lossy(),
+            &mut script,
+        )
+        .map_err(Error::Stdout)?;
+    print_bytes(&script)
 }
 
 fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
