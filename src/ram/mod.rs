@@ -176,14 +176,10 @@ impl RamFile {
                 .truncate(true)
                 .mode(0o600)
                 .open(&part)?;
-            let over = match base {
-                Some(base) => {
-                    copy::copy_into(&File::open(base)?, &target, false)?;
-                    true
-                }
-                None => false,
+            let copied = match base {
+                Some(base) => copy::copy_against(&live, &File::open(base)?, &target)?,
+                None => copy::copy_into(&live, &target, false)?,
             };
-            let copied = copy::copy_into(&live, &target, over)?;
             target.sync_all()?;
             std::fs::rename(&part, to)?;
             if let Some(dir) = to.parent() {
