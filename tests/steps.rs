@@ -311,6 +311,16 @@ fn retry_runs_only_the_steps_that_changed() {
     );
     assert_eq!(&is[..was.len()], &was[..], "{before} → {after}");
     assert_eq!(runs(&after, "one"), runs(&before, "one"));
+    // --system: every system step once more, on top.
+    env.rum(&["provision", "--system"]).assert_success();
+    let again = traces(&env);
+    for step in ["one", "two", "three"] {
+        assert_eq!(
+            runs(&again, step).len(),
+            runs(&after, step).len() + 1,
+            "{step}: {after} → {again}"
+        );
+    }
     assert_eq!(snapshots(&env), kept, "snapshots untouched");
     let boot = env.guest_sh("wc -l < /var/tmp/boot");
     env.rum(&["provision", "--boot"]).assert_success();
