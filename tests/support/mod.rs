@@ -108,6 +108,17 @@ impl Drop for E2e {
         if std::thread::panicking() {
             logs::dump(&self.root);
         }
+        // A VM killed here was never stopped by rum: free its RAM file.
+        let shm = PathBuf::from(format!("/dev/shm/rum-{}", nix::unistd::getuid()));
+        for instance in fs::read_dir(self.xdg.data.join("rum"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = fs::remove_file(
+                shm.join(format!("{}.ram", instance.file_name().to_string_lossy())),
+            );
+        }
     }
 }
 
