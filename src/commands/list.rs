@@ -29,11 +29,9 @@ struct Row {
 
 pub fn run(reporter: &Reporter) -> Result<Exit, Error> {
     let dirs = BaseDirs::from_env()?;
-    let mut rows: Vec<Row> = std::fs::read_dir(&dirs.data)
+    let mut rows: Vec<Row> = dirs
+        .instance_ids()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| InstanceId::parse(e.file_name().to_str()?))
         .map(|id| row(id, &dirs))
         .collect();
     rows.sort_by(|a, b| a.instance.cmp(&b.instance));
@@ -98,7 +96,7 @@ fn row(id: InstanceId, dirs: &BaseDirs) -> Row {
         }
     };
     row.disk_bytes = disk_usage(&paths.data);
-    row.config = project_config(&paths);
+    row.config = paths.recorded_config();
     row.pid = crate::lifecycle::running_qemu(&paths);
     if row.pid.is_some()
         && let Some(info) = RuntimeInfo::load(&paths.runtime_info())
@@ -136,13 +134,6 @@ fn row(id: InstanceId, dirs: &BaseDirs) -> Row {
         };
     }
     row
-}
-
-/// The rum.toml `rum up` recorded for the instance.
-fn project_config(paths: &InstancePaths) -> Option<PathBuf> {
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(paths.project_record()).ok()?).ok()?;
-    Some(PathBuf::from(record["config"].as_str()?))
 }
 
 /// Bytes the files under `dir` take on disk (sparse files count what they hold).

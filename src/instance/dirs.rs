@@ -19,6 +19,16 @@ pub struct BaseDirs {
 }
 
 impl BaseDirs {
+    /// The instances that have a directory under `data`, in no order.
+    pub fn instance_ids(&self) -> Vec<super::InstanceId> {
+        std::fs::read_dir(&self.data)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| super::InstanceId::parse(e.file_name().to_str()?))
+            .collect()
+    }
+
     pub fn from_env() -> Result<Self, InstanceError> {
         Self::from_vars(|name| std::env::var_os(name), current_uid())
     }

@@ -181,6 +181,13 @@ impl InstancePaths {
         self.data.join("project.json")
     }
 
+    /// The rum.toml `rum up` recorded for the instance, if it did.
+    pub fn recorded_config(&self) -> Option<PathBuf> {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.project_record()).ok()?).ok()?;
+        Some(PathBuf::from(record["config"].as_str()?))
+    }
+
     /// A copy of that rum.toml, for `--instance` once the project is gone.
     pub fn saved_config(&self) -> PathBuf {
         self.data.join("rum.toml")

@@ -71,28 +71,17 @@ impl Instance {
     /// else the copy `rum up` saved beside the instance.
     fn by_id(id: &str) -> Result<Self, LifecycleError> {
         let dirs = BaseDirs::from_env()?;
-        let unknown = || {
-            let known = std::fs::read_dir(&dirs.data)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| InstanceId::parse(e.file_name().to_str()?))
-                .map(|i| i.to_string())
-                .collect();
-            LifecycleError::UnknownInstance {
-                id: id.to_owned(),
-                known,
-            }
+        let unknown = || LifecycleError::UnknownInstance {
+            id: id.to_owned(),
+            known: dirs.instance_ids().iter().map(|i| i.to_string()).collect(),
         };
         let parsed = InstanceId::parse(id).ok_or_else(unknown)?;
         let paths = InstancePaths::resolve(parsed, &dirs)?;
         if !paths.exists() {
             return Err(unknown());
         }
-        let original = std::fs::read(paths.project_record())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["config"].as_str().map(PathBuf::from))
+        let original = paths
+            .recorded_config()
             .ok_or_else(|| LifecycleError::NoSavedConfig(id.to_owned()))?;
         if original.is_file()
             && let Ok(instance) = Self::open(&original)
