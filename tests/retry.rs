@@ -124,6 +124,10 @@ fn the_provisioning_loop() {
     };
     let (first, second) = (random(&env), random(&env));
     assert_ne!(first, second, "the same random bytes after two restores");
+    // Every QEMU gives the guest a new VM generation ID: a kernel with the
+    // vmgenid driver reseeds on its own after a restore into a fresh one.
+    let acpi = env.guest_sh("ls /sys/bus/acpi/devices");
+    assert!(acpi.contains("QEMUVGID:00"), "no VM generation ID: {acpi}");
 
     // --from boot: only the boot script runs; the system phase is not repeated.
     let from_boot = env.rum(&["retry", "--from", "boot"]);

@@ -18,6 +18,8 @@ pub enum Error {
     },
     #[error("The guest agent did not answer the handshake within {0:?}")]
     HandshakeTimeout(Duration),
+    #[error("The guest agent did not answer {what} within {after:?}")]
+    NoAnswer { what: &'static str, after: Duration },
     #[error(
         "The guest agent speaks protocol version {agent} (build {build_id}) but this rum speaks \
          version {host}; install the agent that comes with this rum"

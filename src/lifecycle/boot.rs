@@ -134,6 +134,7 @@ impl Boot<'_> {
                 GuestRam::Memfd => None,
             };
             state.free_page_reporting = true;
+            state.vm_generation_id = true;
         }
         if let Some(ram) = &state.ram {
             // Empty before QEMU maps it; freed when the VM stops.
@@ -163,6 +164,7 @@ impl Boot<'_> {
             plugged,
             ram: state.ram.as_ref(),
             free_page_reporting: state.free_page_reporting,
+            vm_generation_id: state.vm_generation_id,
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);

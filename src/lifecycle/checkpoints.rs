@@ -176,6 +176,7 @@ mod tests {
                 plugged: vec![],
                 ram: Default::default(),
                 free_page_reporting: false,
+                vm_generation_id: false,
             },
             rum_owned: true,
             system_scripts: None,

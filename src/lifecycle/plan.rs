@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub ram: Option<&'a RamFile>,
     /// `State::free_page_reporting`.
     pub free_page_reporting: bool,
+    /// `State::vm_generation_id`.
+    pub vm_generation_id: bool,
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -87,6 +89,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         hotplug_ports: inputs.hotplug_ports,
         ram_file: inputs.ram.map(|r| r.live.clone()),
         free_page_reporting: inputs.free_page_reporting,
+        vm_generation_id: inputs.vm_generation_id,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
         console: paths.console_socket(),

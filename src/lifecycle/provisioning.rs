@@ -14,7 +14,7 @@ use crate::exit::Exit;
 use crate::output::Reporter;
 use crate::provision::run::{self, Attempt};
 use crate::provision::scripts::system_hash;
-use crate::state::{Milestone, State};
+use crate::state::{Milestone, RamKind, State};
 use rum_agent::Client;
 use rum_agent::protocol::{RunOn, Script};
 
@@ -34,6 +34,14 @@ pub fn ensure_pre_provision(
         Milestone::SnapshotTaken,
         "Taking the pre-provision snapshot",
         |_, state| {
+            // A stream holds every page the guest touched, page cache and
+            // freed pages too: a smaller one when the balloon takes them.
+            if info.devices.ram == RamKind::Stream
+                && info.devices.free_page_reporting
+                && let Err(e) = rt.block_on(super::guest::shrink_memory(client))
+            {
+                tracing::warn!("could not drop the guest's page cache: {e}");
+            }
             rt.block_on(snapshots::save(
                 instance,
                 state,

@@ -155,19 +155,21 @@ async fn save_with_ram(
             .await
             .map_err(|e| filled_up(paths, false, e.into()))?;
         crate::testhook::pause("ram_copy");
-        match ram.save(&file, base.as_deref()) {
-            Ok(copied) => Ok(copied),
-            Err(e) => {
-                let _ = qmp
-                    .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
-                    .await;
-                Err(filled_up(paths, e.is_disk_full(), e.into()))
-            }
-        }
+        Ok::<_, LifecycleError>(ram.save(&file, base.as_deref()))
     }
     .await;
     paused.resume(qmp).await?;
-    let copied = saved?;
+    // Synced with the VM running again: it waits for the copy, not the disk.
+    let copied = saved?.and_then(crate::ram::Unsynced::finish);
+    let copied = match copied {
+        Ok(copied) => copied,
+        Err(e) => {
+            let _ = qmp
+                .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
+                .await;
+            return Err(filled_up(paths, e.is_disk_full(), e.into()));
+        }
+    };
     Ok(RamCopy {
         file,
         written: copied.written,

@@ -157,17 +157,14 @@ impl RamFile {
         std::fs::metadata(&self.live).map_or(0, |m| m.blocks() * 512)
     }
 
-    /// Copies the live RAM (the VM stopped) to `to`, through `to.part`, so
-    /// no half-made copy ever has the name. With `base`, an earlier
+    /// Copies the live RAM (the VM stopped) to `to.part`; `Unsynced::finish`
+    /// (the VM may run again by then) makes it durable and gives it the
+    /// name, so no half-made copy ever has it. With `base`, an earlier
     /// checkpoint on a filesystem that shares blocks, the copy shares its
     /// blocks and writes only the pages that differ.
-    pub fn save(&self, to: &Path, base: Option<&Path>) -> Result<Copied, RamError> {
+    pub fn save(&self, to: &Path, base: Option<&Path>) -> Result<Unsynced, RamError> {
         let part = partial(to);
-        let err = |source| RamError::Save {
-            path: to.to_owned(),
-            source,
-        };
-        let saved = (|| {
+        let copied = (|| {
             let live = File::open(&self.live)?;
             let target = File::options()
                 .read(true)
@@ -180,17 +177,24 @@ impl RamFile {
                 Some(base) => copy::copy_against(&live, &File::open(base)?, &target)?,
                 None => copy::copy_into(&live, &target, false)?,
             };
-            target.sync_all()?;
-            std::fs::rename(&part, to)?;
-            if let Some(dir) = to.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(copied)
+            Ok((target, copied))
         })();
-        if saved.is_err() {
-            let _ = std::fs::remove_file(&part);
+        let unsynced = |(file, copied)| Unsynced {
+            file,
+            part: part.clone(),
+            to: to.to_owned(),
+            copied,
+        };
+        match copied {
+            Ok(done) => Ok(unsynced(done)),
+            Err(source) => {
+                let _ = std::fs::remove_file(&part);
+                Err(RamError::Save {
+                    path: to.to_owned(),
+                    source,
+                })
+            }
         }
-        saved.map_err(err)
     }
 
     /// Puts checkpoint `from` of `tag` back into the live file (the VM
@@ -209,6 +213,41 @@ impl RamFile {
             .map_err(err)?;
         copy::copy_into(&source, &live, true).map_err(err)?;
         Ok(())
+    }
+}
+
+/// A RAM copy made but not yet on disk for certain, under its `.part`
+/// name; dropped unfinished, it is removed.
+pub struct Unsynced {
+    file: File,
+    part: PathBuf,
+    to: PathBuf,
+    copied: Copied,
+}
+
+impl Unsynced {
+    /// Syncs the copy, then names it: its name always means a whole copy.
+    pub fn finish(self) -> Result<Copied, RamError> {
+        let synced = (|| {
+            self.file.sync_all()?;
+            std::fs::rename(&self.part, &self.to)?;
+            if let Some(dir) = self.to.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        synced.map_err(|source| RamError::Save {
+            path: self.to.clone(),
+            source,
+        })?;
+        Ok(self.copied)
+    }
+}
+
+impl Drop for Unsynced {
+    fn drop(&mut self) {
+        // After `finish` the part has its name and this finds nothing.
+        let _ = std::fs::remove_file(&self.part);
     }
 }
 

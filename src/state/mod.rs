@@ -149,6 +149,10 @@ pub struct State {
     /// VMs made before rum had it).
     #[serde(default)]
     pub free_page_reporting: bool,
+    /// A VM generation ID device, fixed when the VM is made (none for VMs
+    /// made before rum had it).
+    #[serde(default)]
+    pub vm_generation_id: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -114,6 +114,8 @@ pub struct DeviceSet {
     pub ram: RamKind,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub free_page_reporting: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm_generation_id: bool,
 }
 
 impl RamKind {
@@ -196,6 +198,7 @@ impl DeviceSet {
                 RamKind::Stream
             },
             free_page_reporting: spec.free_page_reporting,
+            vm_generation_id: spec.vm_generation_id,
         }
     }
 
@@ -255,6 +258,11 @@ impl DeviceSet {
             self.free_page_reporting.to_string(),
             now.free_page_reporting.to_string(),
         );
+        field(
+            "VM generation ID",
+            self.vm_generation_id.to_string(),
+            now.vm_generation_id.to_string(),
+        );
         out
     }
 }
@@ -290,6 +298,7 @@ mod tests {
             plugged: vec![],
             ram: RamKind::File,
             free_page_reporting: true,
+            vm_generation_id: true,
         }
     }
 

@@ -207,6 +207,9 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
         ]);
     }
+    if spec.vm_generation_id {
+        a.plain(["-device", "vmgenid,id=vmgenid0,guid=auto"]);
+    }
     // Where they were plugged in, as `device_add` put them there.
     for share in &spec.shares {
         let Some(port) = share.port else { continue };

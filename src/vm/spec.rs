@@ -118,6 +118,9 @@ pub struct VmSpec {
     /// A balloon through which the guest hands back free pages, so that
     /// snapshots and RAM copies skip them.
     pub free_page_reporting: bool,
+    /// A VM generation ID (`guid=auto`): a new one in every QEMU, so a
+    /// guest restored into a fresh QEMU reseeds its RNG itself.
+    pub vm_generation_id: bool,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
     /// The serial console's socket (`rum console`).

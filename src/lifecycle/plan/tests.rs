@@ -55,6 +55,7 @@ fn inputs<'a>(
         plugged: &[],
         ram: None,
         free_page_reporting: true,
+        vm_generation_id: true,
     }
 }
 

@@ -34,6 +34,7 @@ fn spec() -> VmSpec {
         hotplug_ports: 0,
         ram_file: None,
         free_page_reporting: false,
+        vm_generation_id: false,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
         console: run.join("tty.sock"),
@@ -150,10 +151,13 @@ fn ram_in_a_file_is_shared_and_its_path_escaped() {
     spec.hotplug_ports = 1;
     spec.ram_file = Some("/dev/shm/rum-0/a,b.ram".into());
     spec.free_page_reporting = true;
+    spec.vm_generation_id = true;
     let args = render(&spec);
     assert!(
-        args.ends_with("-device\nvirtio-balloon-pci,id=balloon0,free-page-reporting=on"),
-        "the balloon comes after the spare ports: {args}"
+        args.ends_with(
+            "-device\nvirtio-balloon-pci,id=balloon0,free-page-reporting=on\n-device\nvmgenid,id=vmgenid0,guid=auto"
+        ),
+        "the balloon and the generation id come after the spare ports: {args}"
     );
     assert!(
         args.contains("-object\nmemory-backend-file,id=mem0,size=2048M,share=on,mem-path=/dev/shm/rum-0/a,,b.ram\n")
