@@ -150,6 +150,11 @@ impl InstancePaths {
         self.logs_dir().join("serial.log")
     }
 
+    /// What QEMU printed: its errors, and who stopped it.
+    pub fn qemu_log(&self) -> PathBuf {
+        self.logs_dir().join("qemu.log")
+    }
+
     pub fn ssh_dir(&self) -> PathBuf {
         self.data.join("ssh")
     }

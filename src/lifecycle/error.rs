@@ -23,8 +23,10 @@ pub enum UpError {
         "vsock was asked for, but /dev/vhost-vsock is not usable here; use `agent_transport = \"auto\"`"
     )]
     NoVsock,
-    #[error("QEMU exited while the guest was booting; its console ends with:\n{0}")]
-    QemuExited(String),
+    #[error(
+        "QEMU exited while the guest was booting; its console ends with:\n{console}\nand QEMU said:\n{qemu}"
+    )]
+    QemuExited { console: String, qemu: String },
     #[error(
         "The guest printed nothing on its console for {0:?}: it is not booting. If /dev/kvm exists but guests hang on it (nested virtualisation), run with RUM_ACCEL=tcg"
     )]

@@ -41,7 +41,11 @@ pub fn wait_for_agent(
     let mut attempt = 0;
     loop {
         if !process::alive(info.pid) {
-            return Err(UpError::QemuExited(tail(&serial_log, 20)).into());
+            return Err(UpError::QemuExited {
+                console: tail(&serial_log, 20),
+                qemu: tail(&instance.paths.qemu_log(), 5),
+            }
+            .into());
         }
         let options = ConnectOptions {
             retry: Duration::from_millis(500),

@@ -92,6 +92,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         vm_generation_id: inputs.vm_generation_id,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
+        qemu_log: paths.qemu_log(),
         console: paths.console_socket(),
         pid_file: paths.qemu_pid(),
         paused: inputs.paused,

@@ -420,14 +420,16 @@ mod tests {
             // A page in every megabyte, the last one short of the end.
             for at in (0..len).step_by(MIB as usize) {
                 let byte = seed.wrapping_add((at / MIB) as u8) | 1;
-                file.write_all_at(&[byte; PAGE], at.min(len - PAGE as u64)).unwrap();
+                file.write_all_at(&[byte; PAGE], at.min(len - PAGE as u64))
+                    .unwrap();
             }
             file
         };
         let checkpoint = make(dir.path(), "ckpt", 1);
         let live = make(shm.path(), "live", 1);
         // Since the checkpoint: one page changed in the fourth piece.
-        live.write_all_at(&[0xee; PAGE], 3 * PIECE + 5 * MIB).unwrap();
+        live.write_all_at(&[0xee; PAGE], 3 * PIECE + 5 * MIB)
+            .unwrap();
         let copied = copy_into(&checkpoint, &live, true).unwrap();
         assert_eq!(contents(&checkpoint), contents(&live));
         assert_eq!(copied.written, PAGE as u64, "only the changed page");

@@ -9,22 +9,39 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Starts QEMU with `args` (which include `-daemonize -pidfile PID_FILE`) and
-/// returns the daemon's pid.
-pub fn start(binary: &Path, args: &[OsString], pid_file: &Path) -> Result<u32, ProcessError> {
+/// Starts QEMU with `args` (which include `-daemonize -pidfile PID_FILE
+/// -D LOG`) and returns the daemon's pid; its stderr goes to `log`, where
+/// a failure to start is read back from.
+pub fn start(
+    binary: &Path,
+    args: &[OsString],
+    pid_file: &Path,
+    log: &Path,
+) -> Result<u32, ProcessError> {
     let _ = std::fs::remove_file(pid_file);
-    let out = Command::new(binary)
+    let spawn_err = |source| ProcessError::Spawn {
+        binary: binary.to_path_buf(),
+        source,
+    };
+    // The latest QEMU's messages only: `-D` opens the file afresh anyway.
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(log)
+        .map_err(spawn_err)?;
+    let status = Command::new(binary)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .map_err(|source| ProcessError::Spawn {
-            binary: binary.to_path_buf(),
-            source,
-        })?;
-    if !out.status.success() {
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .status()
+        .map_err(spawn_err)?;
+    if !status.success() {
+        let text = std::fs::read(log).unwrap_or_default();
         return Err(ProcessError::Failed {
             what: "QEMU".into(),
-            log: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            log: String::from_utf8_lossy(&text).trim().to_owned(),
         });
     }
     let pid = std::fs::read_to_string(pid_file)

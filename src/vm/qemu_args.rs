@@ -54,6 +54,11 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         "-daemonize",
     ]);
     a.path("-pidfile", "", &spec.pid_file);
+    // A log file keeps the daemon's stderr open (else it is /dev/null), so
+    // why QEMU exits ("terminating on signal 15 from pid …", a failed
+    // assertion) stays in it; guest errors are few.
+    a.plain(["-d", "guest_errors"]);
+    a.path("-D", "", &spec.qemu_log);
     let (accel, cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),

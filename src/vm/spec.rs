@@ -123,6 +123,8 @@ pub struct VmSpec {
     pub vm_generation_id: bool,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
+    /// QEMU's own messages, also after it daemonized (why it exited).
+    pub qemu_log: PathBuf,
     /// The serial console's socket (`rum console`).
     pub console: PathBuf,
     pub pid_file: PathBuf,

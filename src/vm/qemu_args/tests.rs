@@ -37,6 +37,7 @@ fn spec() -> VmSpec {
         vm_generation_id: false,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
+        qemu_log: data.join("logs/qemu.log"),
         console: run.join("tty.sock"),
         pid_file: run.join("qemu.pid"),
         paused: false,
@@ -63,6 +64,10 @@ none
 -daemonize
 -pidfile
 /run/user/1000/rum/web-1234abcd/qemu.pid
+-d
+guest_errors
+-D
+/home/u/.local/share/rum/web-1234abcd/logs/qemu.log
 -machine
 pc-q35-10.0,accel=kvm
 -cpu
