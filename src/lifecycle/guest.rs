@@ -218,7 +218,7 @@ pub async fn set_clock(client: &Client) -> Result<(), rum_agent::Error> {
 
 /// The guest's page cache dropped and its memory compacted: the free
 /// pages go back to the host through the balloon's free page reporting,
-/// so a snapshot that streams RAM (memfd) writes less: 251 → 177 MiB for
+/// so a snapshot that streams RAM (memfd) writes less: 251 → 173 MiB for
 /// the test guest at `pre-provision` (`scripts/bench --snapshots`). The
 /// guest reports pages 2 s after they are freed, a part of them per round.
 pub async fn shrink_memory(client: &Client) -> Result<(), rum_agent::Error> {

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The unit of comparison and of sparseness: a guest page.
 const PAGE: usize = 4096;
@@ -98,6 +99,18 @@ fn parallel_user_copy(
     ranges: &[Range<u64>],
     over: bool,
 ) -> io::Result<u64> {
+    in_pieces(ranges, over, |buffers, piece| {
+        user_copy(source, target, piece, buffers)
+    })
+}
+
+/// Runs `work` on every piece of `ranges`, the pieces handed out in turn
+/// to the threads; returns the sum of what it wrote.
+fn in_pieces(
+    ranges: &[Range<u64>],
+    over: bool,
+    work: impl Fn(&mut Buffers, Range<u64>) -> io::Result<u64> + Sync,
+) -> io::Result<u64> {
     let pieces: Vec<Range<u64>> = ranges
         .iter()
         .flat_map(|r| {
@@ -113,13 +126,13 @@ fn parallel_user_copy(
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
-                let pieces = &pieces;
+                let (pieces, work) = (&pieces, &work);
                 scope.spawn(move || {
                     // Allocated once: a fresh megabyte per range would fault in anew.
                     let mut buffers = Buffers::new(over);
                     let mut written = 0;
                     for piece in pieces.iter().skip(worker).step_by(threads) {
-                        written += user_copy(source, target, piece.clone(), &mut buffers)?;
+                        written += work(&mut buffers, piece.clone())?;
                     }
                     Ok::<u64, io::Error>(written)
                 })
@@ -139,47 +152,62 @@ fn parallel_user_copy(
 pub fn copy_against(source: &File, base: &File, target: &File) -> io::Result<Copied> {
     let len = source.metadata()?.len();
     target.set_len(len)?;
-    let mut copied = Copied {
-        written: 0,
-        in_kernel: true,
-    };
-    let mut new = vec![0u8; CHUNK];
-    let mut old = vec![0u8; CHUNK];
-    for range in data_ranges(source)? {
-        let mut at = range.start;
-        while at < range.end {
-            let n = ((range.end - at) as usize).min(CHUNK);
-            read_full(source, &mut new[..n], at)?;
-            read_full(base, &mut old[..n], at)?;
-            let mut page = 0;
-            while page < n {
-                let start = page;
-                let same = new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)];
-                while page < n
-                    && (new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)]) == same
-                {
-                    page += PAGE;
-                }
-                let end = page.min(n);
-                let run = at + start as u64..at + end as u64;
-                if same && copied.in_kernel {
-                    match kernel_copy(base, target, run.clone()) {
-                        Ok(()) => continue,
-                        Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
-                            copied.in_kernel = false;
-                        }
-                        Err(e) => return Err(e.into()),
+    // Cleared by the first thread that finds the filesystem copies no ranges.
+    let reflinks = AtomicBool::new(true);
+    let written = in_pieces(&data_ranges(source)?, true, |buffers, piece| {
+        against(source, base, target, piece, buffers, &reflinks)
+    })?;
+    Ok(Copied {
+        written,
+        in_kernel: reflinks.load(Ordering::Relaxed),
+    })
+}
+
+/// `copy_against` for one piece.
+fn against(
+    source: &File,
+    base: &File,
+    target: &File,
+    range: Range<u64>,
+    buffers: &mut Buffers,
+    reflinks: &AtomicBool,
+) -> io::Result<u64> {
+    let new = &mut buffers.new;
+    let old = buffers.old.as_deref_mut().unwrap_or_default();
+    let mut written = 0;
+    let mut at = range.start;
+    while at < range.end {
+        let n = ((range.end - at) as usize).min(CHUNK);
+        read_full(source, &mut new[..n], at)?;
+        read_full(base, &mut old[..n], at)?;
+        let mut page = 0;
+        while page < n {
+            let start = page;
+            let same = new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)];
+            while page < n
+                && (new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)]) == same
+            {
+                page += PAGE;
+            }
+            let end = page.min(n);
+            let run = at + start as u64..at + end as u64;
+            if same && reflinks.load(Ordering::Relaxed) {
+                match kernel_copy(base, target, run.clone()) {
+                    Ok(()) => continue,
+                    Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
+                        reflinks.store(false, Ordering::Relaxed);
                     }
-                }
-                if !same || new[start..end].iter().any(|b| *b != 0) {
-                    target.write_all_at(&new[start..end], run.start)?;
-                    copied.written += run.end - run.start;
+                    Err(e) => return Err(e.into()),
                 }
             }
-            at += n as u64;
+            if !same || new[start..end].iter().any(|b| *b != 0) {
+                target.write_all_at(&new[start..end], run.start)?;
+                written += run.end - run.start;
+            }
         }
+        at += n as u64;
     }
-    Ok(copied)
+    Ok(written)
 }
 
 /// The gaps between `data` up to `len`.
@@ -430,6 +458,13 @@ mod tests {
         // Since the checkpoint: one page changed in the fourth piece.
         live.write_all_at(&[0xee; PAGE], 3 * PIECE + 5 * MIB)
             .unwrap();
+        // A new checkpoint against the old one: the rest is shared.
+        let next = make(dir.path(), "next", 0);
+        next.set_len(0).unwrap();
+        let copied = copy_against(&live, &checkpoint, &next).unwrap();
+        assert_eq!(contents(&live), contents(&next));
+        assert_eq!(copied.written, PAGE as u64, "only the changed page");
+        // And back: the live RAM as the checkpoint was.
         let copied = copy_into(&checkpoint, &live, true).unwrap();
         assert_eq!(contents(&checkpoint), contents(&live));
         assert_eq!(copied.written, PAGE as u64, "only the changed page");
