@@ -296,7 +296,8 @@ impl Boot<'_> {
         let guard = &mut *self.guard;
         let pid = self.steps.run(Milestone::Booted, "Starting QEMU", |_, _| {
             let args = qemu_args::qemu_args(spec);
-            let pid = qemu::start(&host.qemu, &args, &paths.qemu_pid(), &paths.qemu_log())
+            // The files the arguments name.
+            let pid = qemu::start(&host.qemu, &args, &spec.pid_file, &spec.qemu_log)
                 .map_err(UpError::from)?;
             let qmp = paths.qmp_socket();
             guard.push("QEMU", move || {

@@ -172,6 +172,35 @@ fn against(
     buffers: &mut Buffers,
     reflinks: &AtomicBool,
 ) -> io::Result<u64> {
+    runs(source, Some(base), range, buffers, |bytes, run, same| {
+        if same && reflinks.load(Ordering::Relaxed) {
+            match kernel_copy(base, target, run.clone()) {
+                Ok(()) => return Ok(0),
+                Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
+                    reflinks.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !same || bytes.iter().any(|b| *b != 0) {
+            target.write_all_at(bytes, run.start)?;
+            return Ok(run.end - run.start);
+        }
+        Ok(0)
+    })
+}
+
+/// Walks `range` of `source` a chunk at a time against the same range of
+/// `other` (zeros without one) and calls `on_run` with each longest run of
+/// pages that are all equal to it or all different: the run's bytes, where
+/// they are, and whether they are equal. Returns the sum of what it wrote.
+fn runs(
+    source: &File,
+    other: Option<&File>,
+    range: Range<u64>,
+    buffers: &mut Buffers,
+    mut on_run: impl FnMut(&[u8], Range<u64>, bool) -> io::Result<u64>,
+) -> io::Result<u64> {
     let new = &mut buffers.new;
     let old = buffers.old.as_deref_mut().unwrap_or_default();
     let mut written = 0;
@@ -179,31 +208,25 @@ fn against(
     while at < range.end {
         let n = ((range.end - at) as usize).min(CHUNK);
         read_full(source, &mut new[..n], at)?;
-        read_full(base, &mut old[..n], at)?;
+        if let Some(other) = other {
+            read_full(other, &mut old[..n], at)?;
+        }
+        let equal = |page: usize| {
+            let end = (page + PAGE).min(n);
+            match other {
+                Some(_) => new[page..end] == old[page..end],
+                None => new[page..end].iter().all(|b| *b == 0),
+            }
+        };
         let mut page = 0;
         while page < n {
             let start = page;
-            let same = new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)];
-            while page < n
-                && (new[page..(page + PAGE).min(n)] == old[page..(page + PAGE).min(n)]) == same
-            {
+            let same = equal(page);
+            while page < n && equal(page) == same {
                 page += PAGE;
             }
             let end = page.min(n);
-            let run = at + start as u64..at + end as u64;
-            if same && reflinks.load(Ordering::Relaxed) {
-                match kernel_copy(base, target, run.clone()) {
-                    Ok(()) => continue,
-                    Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
-                        reflinks.store(false, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !same || new[start..end].iter().any(|b| *b != 0) {
-                target.write_all_at(&new[start..end], run.start)?;
-                written += run.end - run.start;
-            }
+            written += on_run(&new[start..end], at + start as u64..at + end as u64, same)?;
         }
         at += n as u64;
     }
@@ -272,52 +295,21 @@ impl Buffers {
 
 /// Copies `range` by reads and writes, page by page: zero pages are not
 /// written to a fresh target; over an earlier state, equal pages are not
-/// either.
+/// either. Runs of pages to write are coalesced into one write each.
 fn user_copy(
     source: &File,
     target: &File,
     range: Range<u64>,
     buffers: &mut Buffers,
 ) -> io::Result<u64> {
-    let base = buffers.old.is_some();
-    let buf = &mut buffers.new;
-    let old = buffers.old.as_deref_mut().unwrap_or_default();
-    let mut written = 0;
-    let mut at = range.start;
-    while at < range.end {
-        let n = ((range.end - at) as usize).min(CHUNK);
-        read_full(source, &mut buf[..n], at)?;
-        if base {
-            read_full(target, &mut old[..n], at)?;
+    let over = buffers.old.is_some().then_some(target);
+    runs(source, over, range, buffers, |bytes, run, same| {
+        if same {
+            return Ok(0);
         }
-        let mut page = 0;
-        while page < n {
-            // Runs of pages to write, coalesced into one write each.
-            let start = page;
-            while page < n && differs(buf, old, page, n, base) {
-                page += PAGE;
-            }
-            if page > start {
-                let end = page.min(n);
-                target.write_all_at(&buf[start..end], at + start as u64)?;
-                written += (end - start) as u64;
-            } else {
-                page += PAGE;
-            }
-        }
-        at += n as u64;
-    }
-    Ok(written)
-}
-
-fn differs(new: &[u8], old: &[u8], page: usize, n: usize, base: bool) -> bool {
-    let end = (page + PAGE).min(n);
-    let new = &new[page..end];
-    if base {
-        new != &old[page..end]
-    } else {
-        new.iter().any(|b| *b != 0)
-    }
+        target.write_all_at(bytes, run.start)?;
+        Ok(run.end - run.start)
+    })
 }
 
 /// Reads `buf.len()` bytes at `at`; past the end reads as zeros.
@@ -343,6 +335,11 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn sparse(dir: &std::path::Path, name: &str, pages: &[(u64, u8)]) -> File {
+        sparse_of(dir, name, 8 * MIB, pages)
+    }
+
+    /// A file of `len` bytes holding only `pages` (offset, byte).
+    fn sparse_of(dir: &std::path::Path, name: &str, len: u64, pages: &[(u64, u8)]) -> File {
         let file = File::options()
             .read(true)
             .write(true)
@@ -350,7 +347,7 @@ mod tests {
             .truncate(true)
             .open(dir.join(name))
             .unwrap();
-        file.set_len(8 * MIB).unwrap();
+        file.set_len(len).unwrap();
         for (at, byte) in pages {
             file.write_all_at(&[*byte; PAGE], *at).unwrap();
         }
@@ -436,22 +433,16 @@ mod tests {
         let shm = tempfile::tempdir_in("/dev/shm").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let len = 5 * PIECE + 3 * PAGE as u64;
+        // A page in every megabyte, the last one short of the end.
         let make = |dir: &std::path::Path, name: &str, seed: u8| {
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.join(name))
-                .unwrap();
-            file.set_len(len).unwrap();
-            // A page in every megabyte, the last one short of the end.
-            for at in (0..len).step_by(MIB as usize) {
-                let byte = seed.wrapping_add((at / MIB) as u8) | 1;
-                file.write_all_at(&[byte; PAGE], at.min(len - PAGE as u64))
-                    .unwrap();
-            }
-            file
+            let pages: Vec<(u64, u8)> = (0..len)
+                .step_by(MIB as usize)
+                .map(|at| {
+                    let byte = seed.wrapping_add((at / MIB) as u8) | 1;
+                    (at.min(len - PAGE as u64), byte)
+                })
+                .collect();
+            sparse_of(dir, name, len, &pages)
         };
         let checkpoint = make(dir.path(), "ckpt", 1);
         let live = make(shm.path(), "live", 1);
