@@ -144,23 +144,27 @@ async fn save_with_ram(
         .then(|| newest_ram_copy(state, tag))
         .flatten()
         .filter(|f| f.exists());
-    let _ = std::fs::remove_file(&file);
+    crate::ram::remove_copy(&file);
     crate::ram::remove_partial(dir);
     qmp.leave_shared_ram_out()
         .await
         .map_err(SnapshotError::from)?;
     let paused = Paused::pause(paths, qmp).await?;
+    let started = std::time::Instant::now();
     let saved = async {
         qmp.snapshot_save(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
             .await
             .map_err(|e| filled_up(paths, false, e.into()))?;
+        tracing::debug!("device state saved after {:?}", started.elapsed());
         crate::testhook::pause("ram_copy");
         Ok::<_, LifecycleError>(ram.save(&file, base.as_deref()))
     }
     .await;
+    tracing::debug!("RAM copied after {:?}", started.elapsed());
     paused.resume(qmp).await?;
     // Synced with the VM running again: it waits for the copy, not the disk.
     let copied = saved?.and_then(crate::ram::Unsynced::finish);
+    tracing::debug!("RAM copy synced after {:?}", started.elapsed());
     let copied = match copied {
         Ok(copied) => copied,
         Err(e) => {
@@ -339,11 +343,15 @@ fn load(
             qmp.leave_shared_ram_out().await?;
             // Left paused: the load below lets it run.
             let _ = Paused::pause(&instance.paths, &qmp).await?;
+            let started = std::time::Instant::now();
             live.load(tag, copy)?;
+            tracing::debug!("RAM put back in {:?}", started.elapsed());
         }
+        let started = std::time::Instant::now();
         qmp.snapshot_load(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)
             .await
             .map_err(SnapshotError::from)?;
+        tracing::debug!("device state loaded in {:?}", started.elapsed());
         let status = qmp
             .execute(qmp::query_status {})
             .await
@@ -389,7 +397,7 @@ pub fn delete(
     }
     for (_, record) in records {
         if let Some(copy) = record.ram {
-            let _ = std::fs::remove_file(&copy.file);
+            crate::ram::remove_copy(&copy.file);
         }
     }
     deleted

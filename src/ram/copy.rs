@@ -11,10 +11,13 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::sums::{PageHash, Sums};
+
 /// The unit of comparison and of sparseness: a guest page.
-const PAGE: usize = 4096;
+pub const PAGE: usize = 4096;
 /// Bytes read at a time on the userspace path.
 const CHUNK: usize = 1 << 20;
 
@@ -144,78 +147,408 @@ fn in_pieces(
     })
 }
 
+/// Makes the empty `target` hold what `source` holds (zero pages left as
+/// holes), and hashes each page of it under `hash` on the way.
+pub fn copy_hashed(source: &File, target: &File, hash: PageHash) -> io::Result<(Copied, Sums)> {
+    let len = source.metadata()?.len();
+    target.set_len(len)?;
+    let sums = Mutex::new(Sums::empty(hash, len));
+    let written = in_pieces(&data_ranges(source)?, false, |buffers, piece| {
+        let written = runs(
+            source,
+            Against::Zeros,
+            Some(hash),
+            piece.clone(),
+            buffers,
+            |bytes, run, zero| {
+                if zero {
+                    return Ok(0);
+                }
+                target.write_all_at(bytes, run.start)?;
+                Ok(run.end - run.start)
+            },
+        )?;
+        record(&sums, &piece, &buffers.hashes);
+        Ok(written)
+    })?;
+    let copied = Copied {
+        written,
+        in_kernel: false,
+    };
+    Ok((
+        copied,
+        sums.into_inner().expect("a copy thread does not panic"),
+    ))
+}
+
 /// Makes the empty `target` hold what `source` holds, sharing with `base`
 /// (an earlier copy on the same filesystem) every page the two have in
 /// common: runs of equal pages go through `copy_file_range` from `base` (a
 /// reflink), the others are written into holes. Never a write over shared
-/// blocks: on XFS each such copy-on-write would reserve 128 KiB.
-pub fn copy_against(source: &File, base: &File, target: &File) -> io::Result<Copied> {
+/// blocks: on XFS each such copy-on-write would reserve 128 KiB. With the
+/// base's hashes, pages are compared by hash and the base is never read.
+/// Returns the hashes of what `target` holds, under the base's key if it
+/// had one, else under `hash`.
+pub fn copy_against(
+    source: &File,
+    base: &File,
+    base_sums: Option<&Sums>,
+    target: &File,
+    hash: PageHash,
+) -> io::Result<(Copied, Sums)> {
     let len = source.metadata()?.len();
     target.set_len(len)?;
+    let hash = base_sums.map_or(hash, |s| s.hash);
+    let sums = Mutex::new(Sums::empty(hash, len));
     // Cleared by the first thread that finds the filesystem copies no ranges.
     let reflinks = AtomicBool::new(true);
-    let written = in_pieces(&data_ranges(source)?, true, |buffers, piece| {
-        against(source, base, target, piece, buffers, &reflinks)
+    let data = data_ranges(source)?;
+    if let Some(base_sums) = base_sums {
+        let file = Sharing {
+            source,
+            data: &data,
+            base,
+            base_sums,
+            target,
+            reflinks: &reflinks,
+        };
+        // The whole file in pieces: holes too, which may be shared.
+        let whole = [Range { start: 0, end: len }];
+        let written = in_pieces(&whole, false, |buffers, piece| {
+            let written = file.piece(piece.clone(), buffers)?;
+            record(&sums, &piece, &buffers.hashes);
+            Ok(written)
+        })?;
+        let copied = Copied {
+            written,
+            in_kernel: reflinks.load(Ordering::Relaxed),
+        };
+        return Ok((
+            copied,
+            sums.into_inner().expect("a copy thread does not panic"),
+        ));
+    }
+    let against = Against::File(base);
+    let written = in_pieces(&data, true, |buffers, piece| {
+        // Equal runs wait to be shared in one call: one per chunk would
+        // queue every thread on the target's lock.
+        let mut equal: Option<Range<u64>> = None;
+        let share = |run: Range<u64>| share_or_write(source, base, target, run, &reflinks);
+        let mut written = runs(
+            source,
+            against,
+            Some(hash),
+            piece.clone(),
+            buffers,
+            |bytes, run, same| {
+                if same {
+                    match &mut equal {
+                        Some(pending) if pending.end == run.start => pending.end = run.end,
+                        _ => equal = Some(run),
+                    }
+                    return Ok(0);
+                }
+                let shared = equal.take().map_or(Ok(0), share)?;
+                target.write_all_at(bytes, run.start)?;
+                Ok(shared + run.end - run.start)
+            },
+        )?;
+        written += equal.take().map_or(Ok(0), share)?;
+        record(&sums, &piece, &buffers.hashes);
+        Ok(written)
     })?;
-    Ok(Copied {
+    let copied = Copied {
         written,
         in_kernel: reflinks.load(Ordering::Relaxed),
-    })
+    };
+    Ok((
+        copied,
+        sums.into_inner().expect("a copy thread does not panic"),
+    ))
 }
 
-/// `copy_against` for one piece.
-fn against(
+/// A save against a base's hashes. A hole of the source equals a page the
+/// hashes call zero, so runs of equal pages go on across holes, each shared
+/// in one call: the source's holes are as many as the pages the guest has
+/// freed to the host, thousands.
+struct Sharing<'a> {
+    source: &'a File,
+    data: &'a [Range<u64>],
+    base: &'a File,
+    base_sums: &'a Sums,
+    target: &'a File,
+    reflinks: &'a AtomicBool,
+}
+
+/// What becomes of a page in a save against hashes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Shared,
+    /// Zeros where the base has data: a hole in the target.
+    Hole,
+    Written,
+}
+
+impl Sharing<'_> {
+    /// `copy_against` for one piece; its hashes left in `buffers.hashes`.
+    fn piece(&self, piece: Range<u64>, buffers: &mut Buffers) -> io::Result<u64> {
+        let page = PAGE as u64;
+        let first = piece.start / page;
+        let Buffers { new, hashes, .. } = buffers;
+        hashes.clear();
+        hashes.resize(((piece.end - piece.start).div_ceil(page)) as usize, 0);
+        let mut shared: Option<Range<u64>> = None;
+        let mut written = 0;
+        let from = self.data.partition_point(|r| r.end <= piece.start);
+        let within = self.data[from..]
+            .iter()
+            .take_while(|r| r.start < piece.end)
+            .map(|r| r.start.max(piece.start)..r.end.min(piece.end))
+            // An empty range at the end, so the last hole is walked too.
+            .chain(std::iter::once(piece.end..piece.end));
+        let mut at = piece.start;
+        for range in within {
+            for hole in (at..range.start).step_by(PAGE) {
+                let fate = match self.base_sums.pages[(hole / page) as usize] {
+                    0 => Fate::Shared,
+                    _ => Fate::Hole,
+                };
+                written += self.place(&mut shared, fate, hole..hole + page, &[])?;
+            }
+            let mut chunk = range.start;
+            while chunk < range.end {
+                let n = ((range.end - chunk) as usize).min(CHUNK);
+                read_full(self.source, &mut new[..n], chunk)?;
+                let at_page = (chunk / page) as usize;
+                let mine = &mut hashes[at_page - first as usize..][..n.div_ceil(PAGE)];
+                for (slot, bytes) in mine.iter_mut().zip(new[..n].chunks(PAGE)) {
+                    *slot = self.base_sums.hash.of(bytes);
+                }
+                let fate = |i: usize| match mine[i] {
+                    h if h == self.base_sums.pages[at_page + i] => Fate::Shared,
+                    0 => Fate::Hole,
+                    _ => Fate::Written,
+                };
+                let mut i = 0;
+                while i < mine.len() {
+                    let (start, this) = (i, fate(i));
+                    while i < mine.len() && fate(i) == this {
+                        i += 1;
+                    }
+                    let bytes = &new[start * PAGE..(i * PAGE).min(n)];
+                    let run = chunk + (start * PAGE) as u64..chunk + (i * PAGE).min(n) as u64;
+                    written += self.place(&mut shared, this, run, bytes)?;
+                }
+                chunk += n as u64;
+            }
+            at = range.end;
+        }
+        written += self.share(shared.take())?;
+        Ok(written)
+    }
+
+    /// Adds `run` to the pending shared run, or ends that and writes `bytes`.
+    fn place(
+        &self,
+        shared: &mut Option<Range<u64>>,
+        fate: Fate,
+        run: Range<u64>,
+        bytes: &[u8],
+    ) -> io::Result<u64> {
+        if fate == Fate::Shared {
+            match shared {
+                Some(pending) => pending.end = run.end,
+                None => *shared = Some(run),
+            }
+            return Ok(0);
+        }
+        let mut written = self.share(shared.take())?;
+        if fate == Fate::Written {
+            self.target.write_all_at(bytes, run.start)?;
+            written += run.end - run.start;
+        }
+        Ok(written)
+    }
+
+    fn share(&self, run: Option<Range<u64>>) -> io::Result<u64> {
+        run.map_or(Ok(0), |run| {
+            share_or_write(self.source, self.base, self.target, run, self.reflinks)
+        })
+    }
+}
+
+/// Shares `run` of `base` (equal to `source` there) into `target`, or where
+/// the filesystem cannot, writes `source`'s nonzero pages of it.
+fn share_or_write(
     source: &File,
     base: &File,
     target: &File,
-    range: Range<u64>,
-    buffers: &mut Buffers,
+    run: Range<u64>,
     reflinks: &AtomicBool,
 ) -> io::Result<u64> {
-    runs(source, Some(base), range, buffers, |bytes, run, same| {
-        if same && reflinks.load(Ordering::Relaxed) {
-            match kernel_copy(base, target, run.clone()) {
-                Ok(()) => return Ok(0),
-                Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
-                    reflinks.store(false, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e.into()),
+    if reflinks.load(Ordering::Relaxed) {
+        match kernel_copy(base, target, run.clone()) {
+            Ok(()) => return Ok(0),
+            Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
+                reflinks.store(false, Ordering::Relaxed);
             }
+            Err(e) => return Err(e.into()),
         }
-        if !same || bytes.iter().any(|b| *b != 0) {
-            target.write_all_at(bytes, run.start)?;
-            return Ok(run.end - run.start);
+    }
+    user_copy(source, target, run, &mut Buffers::new(false))
+}
+
+/// Makes `target` (the live RAM) hold what checkpoint `source` holds, by
+/// `sums`, the checkpoint's hashes: the target's pages are hashed, and only
+/// those that differ are read from the checkpoint (or punched, where it has
+/// a hole); where the target has holes, the checkpoint's data is copied.
+pub fn load_by_sums(source: &File, sums: &Sums, target: &File) -> io::Result<Copied> {
+    let len = source.metadata()?.len();
+    if target.metadata()?.len() != len {
+        target.set_len(len)?;
+    }
+    let held = data_ranges(target)?;
+    let mut written = in_pieces(&held, false, |buffers, piece| {
+        let mut differ = Vec::new();
+        runs(
+            target,
+            Against::Sums(sums),
+            None,
+            piece,
+            buffers,
+            |_, run, same| {
+                if !same {
+                    differ.push(run);
+                }
+                Ok(0)
+            },
+        )?;
+        let mut written = 0;
+        for run in differ {
+            written += put_back(source, sums, target, run, &mut buffers.new)?;
         }
-        Ok(0)
+        Ok(written)
+    })?;
+    let lacking: Vec<Range<u64>> = holes(&held, len)
+        .into_iter()
+        .flat_map(|hole| held_by(sums, hole))
+        .collect();
+    written += parallel_user_copy(source, target, &lacking, false)?;
+    Ok(Copied {
+        written,
+        in_kernel: false,
     })
 }
 
-/// Walks `range` of `source` a chunk at a time against the same range of
-/// `other` (zeros without one) and calls `on_run` with each longest run of
-/// pages that are all equal to it or all different: the run's bytes, where
-/// they are, and whether they are equal. Returns the sum of what it wrote.
+/// Puts `run` of `source` into `target`: holes of the checkpoint (zero
+/// hashes) punched, the rest read and written.
+fn put_back(
+    source: &File,
+    sums: &Sums,
+    target: &File,
+    run: Range<u64>,
+    buffer: &mut [u8],
+) -> io::Result<u64> {
+    let page_of = |at: u64| (at / PAGE as u64) as usize;
+    let mut at = run.start;
+    while at < run.end {
+        let zero = sums.pages[page_of(at)] == 0;
+        let mut end = at;
+        while end < run.end && (sums.pages[page_of(end)] == 0) == zero && end - at < CHUNK as u64 {
+            end = (end + PAGE as u64).min(run.end);
+        }
+        if zero {
+            punch(target, at..end)?;
+        } else {
+            let bytes = &mut buffer[..(end - at) as usize];
+            read_full(source, bytes, at)?;
+            target.write_all_at(bytes, at)?;
+        }
+        at = end;
+    }
+    Ok(run.end - run.start)
+}
+
+/// The runs of pages in `range` that `sums` says hold data.
+fn held_by(sums: &Sums, range: Range<u64>) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    let first = range.start / PAGE as u64;
+    let last = range.end.div_ceil(PAGE as u64);
+    for page in first..last {
+        if sums.pages[page as usize] == 0 {
+            continue;
+        }
+        let at = page * PAGE as u64;
+        let end = (at + PAGE as u64).min(range.end);
+        match out.last_mut() {
+            Some(run) if run.end == at => run.end = end,
+            _ => out.push(at..end),
+        }
+    }
+    out
+}
+
+/// Puts one piece's hashes into their places.
+fn record(sums: &Mutex<Sums>, piece: &Range<u64>, hashes: &[u128]) {
+    let first = (piece.start / PAGE as u64) as usize;
+    let mut sums = sums.lock().expect("a copy thread does not panic");
+    sums.pages[first..first + hashes.len()].copy_from_slice(hashes);
+}
+
+/// What each page of a walk is compared with.
+#[derive(Clone, Copy)]
+enum Against<'a> {
+    /// Zeros: a fresh target keeps zero pages as holes.
+    Zeros,
+    /// The same range of another file.
+    File(&'a File),
+    /// Another file's page hashes: that file is never read.
+    Sums(&'a Sums),
+}
+
+/// Walks `range` of `source` a chunk at a time against `against` and calls
+/// `on_run` with each longest run of pages that are all equal to it or all
+/// different: the run's bytes, where they are, and whether they are equal.
+/// With `hash` (implied by `Against::Sums`), leaves the hash of every page
+/// in `buffers.hashes`. Returns the sum of what `on_run` wrote.
 fn runs(
     source: &File,
-    other: Option<&File>,
+    against: Against,
+    hash: Option<PageHash>,
     range: Range<u64>,
     buffers: &mut Buffers,
     mut on_run: impl FnMut(&[u8], Range<u64>, bool) -> io::Result<u64>,
 ) -> io::Result<u64> {
-    let new = &mut buffers.new;
-    let old = buffers.old.as_deref_mut().unwrap_or_default();
+    debug_assert_eq!(range.start % PAGE as u64, 0, "pages are walked whole");
+    let hash = match against {
+        Against::Sums(sums) => Some(sums.hash),
+        _ => hash,
+    };
+    let Buffers {
+        new, old, hashes, ..
+    } = buffers;
+    hashes.clear();
     let mut written = 0;
     let mut at = range.start;
     while at < range.end {
         let n = ((range.end - at) as usize).min(CHUNK);
         read_full(source, &mut new[..n], at)?;
-        if let Some(other) = other {
+        if let Against::File(other) = against {
             read_full(other, &mut old[..n], at)?;
         }
+        let from = hashes.len();
+        if let Some(hash) = hash {
+            hashes.extend(new[..n].chunks(PAGE).map(|page| hash.of(page)));
+        }
+        let chunk = &hashes[from..];
+        let first = (at / PAGE as u64) as usize;
         let equal = |page: usize| {
             let end = (page + PAGE).min(n);
-            match other {
-                Some(_) => new[page..end] == old[page..end],
-                None => new[page..end].iter().all(|b| *b == 0),
+            match against {
+                Against::File(_) => new[page..end] == old[page..end],
+                Against::Sums(sums) => chunk[page / PAGE] == sums.pages[first + page / PAGE],
+                Against::Zeros if hash.is_some() => chunk[page / PAGE] == 0,
+                Against::Zeros => new[page..end].iter().all(|b| *b == 0),
             }
         };
         let mut page = 0;
@@ -281,14 +614,19 @@ fn kernel_copy(source: &File, target: &File, range: Range<u64>) -> Result<(), Er
 /// over an earlier state) what the target held.
 struct Buffers {
     new: Vec<u8>,
-    old: Option<Vec<u8>>,
+    old: Vec<u8>,
+    over: bool,
+    /// The hashes of the pages last walked, when asked for.
+    hashes: Vec<u128>,
 }
 
 impl Buffers {
     fn new(over: bool) -> Self {
         Self {
             new: vec![0u8; CHUNK],
-            old: over.then(|| vec![0u8; CHUNK]),
+            old: if over { vec![0u8; CHUNK] } else { Vec::new() },
+            over,
+            hashes: Vec::new(),
         }
     }
 }
@@ -302,8 +640,11 @@ fn user_copy(
     range: Range<u64>,
     buffers: &mut Buffers,
 ) -> io::Result<u64> {
-    let over = buffers.old.is_some().then_some(target);
-    runs(source, over, range, buffers, |bytes, run, same| {
+    let against = match buffers.over {
+        true => Against::File(target),
+        false => Against::Zeros,
+    };
+    runs(source, against, None, range, buffers, |bytes, run, same| {
         if same {
             return Ok(0);
         }
@@ -418,13 +759,80 @@ mod tests {
             &[(0, 1), (MIB, 9), (MIB + PAGE as u64, 3), (5 * MIB, 4)],
         );
         let target = sparse(dir.path(), "target", &[]);
-        let copied = copy_against(&live, &base, &target).unwrap();
+        let (copied, sums) = copy_against(&live, &base, None, &target, PageHash::fresh()).unwrap();
         assert_eq!(contents(&live), contents(&target));
         assert_eq!(
             copied.written,
             2 * PAGE as u64,
             "the changed and the new page"
         );
+        assert_eq!(
+            sums.pages[(MIB / PAGE as u64) as usize],
+            sums.hash.of(&[9; PAGE])
+        );
+        assert_eq!(sums.pages[1], 0, "a hole");
+    }
+
+    #[test]
+    fn against_hashes_the_base_is_not_read_and_a_restore_reads_only_what_differs() {
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * PIECE + 5 * PAGE as u64;
+        let page = PAGE as u64;
+        let live = sparse_of(
+            shm.path(),
+            "live",
+            len,
+            &[
+                (0, 1),
+                (MIB, 2),
+                (MIB + page, 3),
+                (PIECE + 7 * page, 4),
+                (len - page, 5),
+            ],
+        );
+        let first = sparse_of(dir.path(), "first", len, &[]);
+        let (copied, first_sums) = copy_hashed(&live, &first, PageHash::fresh()).unwrap();
+        assert_eq!(contents(&live), contents(&first));
+        assert_eq!(copied.written, 5 * page);
+        // The base as its hashes describe it, but its bytes gone: a save
+        // against the hashes must not look at them.
+        let base = sparse_of(dir.path(), "base", len, &[(0, 0xaa), (MIB, 0xaa)]);
+        // Since then: one page changed, one freed, one new.
+        live.write_all_at(&[6; PAGE], MIB).unwrap();
+        punch(&live, PIECE + 7 * page..PIECE + 8 * page).unwrap();
+        live.write_all_at(&[7; PAGE], 2 * PIECE).unwrap();
+        let second = sparse_of(dir.path(), "second", len, &[]);
+        let (copied, second_sums) =
+            copy_against(&live, &base, Some(&first_sums), &second, PageHash::fresh()).unwrap();
+        assert_eq!(copied.written, 2 * page, "the changed and the new page");
+        assert_eq!(second_sums.hash, first_sums.hash, "one key for the chain");
+        // The pages found equal came from the base: its bytes, not the live ones.
+        assert_eq!(contents(&second)[..PAGE], [0xaa; PAGE]);
+        // Restores: the live RAM as the first checkpoint was, then the second.
+        live.write_all_at(&[8; PAGE], len - page).unwrap();
+        live.write_all_at(&[9; PAGE], 2 * PIECE + MIB).unwrap();
+        let copied = load_by_sums(&first, &first_sums, &live).unwrap();
+        assert_eq!(contents(&live), contents(&first));
+        assert_eq!(
+            copied.written,
+            5 * page,
+            "the changed, freed, new and two stray pages"
+        );
+        // And to the second: its pages found equal by hash are not read
+        // (page 0 keeps the live byte, not the base's 0xaa).
+        let copied = load_by_sums(&second, &second_sums, &live).unwrap();
+        assert_eq!(copied.written, 3 * page, "the changed, freed and new page");
+        let mut expected = contents(&first);
+        expected[MIB as usize..(MIB + page) as usize].fill(6);
+        expected[(PIECE + 7 * page) as usize..(PIECE + 8 * page) as usize].fill(0);
+        expected[2 * PIECE as usize..(2 * PIECE + page) as usize].fill(7);
+        assert!(contents(&live) == expected);
+        // Into an empty live file (a fresh QEMU): every data page.
+        let fresh = sparse_of(shm.path(), "fresh", len, &[]);
+        let copied = load_by_sums(&first, &first_sums, &fresh).unwrap();
+        assert_eq!(contents(&fresh), contents(&first));
+        assert_eq!(copied.written, 5 * page);
     }
 
     #[test]
@@ -452,7 +860,7 @@ mod tests {
         // A new checkpoint against the old one: the rest is shared.
         let next = make(dir.path(), "next", 0);
         next.set_len(0).unwrap();
-        let copied = copy_against(&live, &checkpoint, &next).unwrap();
+        let (copied, _) = copy_against(&live, &checkpoint, None, &next, PageHash::fresh()).unwrap();
         assert_eq!(contents(&live), contents(&next));
         assert_eq!(copied.written, PAGE as u64, "only the changed page");
         // And back: the live RAM as the checkpoint was.

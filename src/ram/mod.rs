@@ -5,6 +5,7 @@
 //! written back by the kernel while the VM merely runs (`scripts/bench --ram`).
 
 mod copy;
+mod sums;
 
 pub use copy::Copied;
 
@@ -173,17 +174,29 @@ impl RamFile {
                 .truncate(true)
                 .mode(0o600)
                 .open(&part)?;
+            let hash = sums::PageHash::fresh();
             let copied = match base {
-                Some(base) => copy::copy_against(&live, &File::open(base)?, &target)?,
-                None => copy::copy_into(&live, &target, false)?,
+                Some(base) => {
+                    let len = live.metadata()?.len();
+                    let base_sums = sums::Sums::read(base, len);
+                    copy::copy_against(
+                        &live,
+                        &File::open(base)?,
+                        base_sums.as_ref(),
+                        &target,
+                        hash,
+                    )?
+                }
+                None => copy::copy_hashed(&live, &target, hash)?,
             };
             Ok((target, copied))
         })();
-        let unsynced = |(file, copied)| Unsynced {
+        let unsynced = |(file, (copied, sums))| Unsynced {
             file,
             part: part.clone(),
             to: to.to_owned(),
             copied,
+            sums,
         };
         match copied {
             Ok(done) => Ok(unsynced(done)),
@@ -211,7 +224,13 @@ impl RamFile {
             .write(true)
             .open(&self.live)
             .map_err(err)?;
-        copy::copy_into(&source, &live, true).map_err(err)?;
+        let len = source.metadata().map_err(err)?.len();
+        match sums::Sums::read(from, len) {
+            Some(sums) => copy::load_by_sums(&source, &sums, &live),
+            // A copy from before rum kept hashes: compared page by page.
+            None => copy::copy_into(&source, &live, true),
+        }
+        .map_err(err)?;
         Ok(())
     }
 }
@@ -223,24 +242,33 @@ pub struct Unsynced {
     part: PathBuf,
     to: PathBuf,
     copied: Copied,
+    sums: sums::Sums,
 }
 
 impl Unsynced {
     /// Syncs the copy, then names it: its name always means a whole copy.
+    /// Its hashes are named after it, so they never describe another copy;
+    /// their cost on disk is added to the copy's.
     pub fn finish(self) -> Result<Copied, RamError> {
         let synced = (|| {
             self.file.sync_all()?;
+            let sums = partial(&sums::path_of(&self.to));
+            self.sums.write(&sums)?;
             std::fs::rename(&self.part, &self.to)?;
+            std::fs::rename(&sums, sums::path_of(&self.to))?;
             if let Some(dir) = self.to.parent() {
                 File::open(dir)?.sync_all()?;
             }
-            Ok(())
+            Ok(std::fs::metadata(sums::path_of(&self.to))?.blocks() * 512)
         })();
-        synced.map_err(|source| RamError::Save {
+        let sums = synced.map_err(|source| RamError::Save {
             path: self.to.clone(),
             source,
         })?;
-        Ok(self.copied)
+        Ok(Copied {
+            written: self.copied.written + sums,
+            ..self.copied
+        })
     }
 }
 
@@ -268,6 +296,12 @@ pub fn check(tag: &str, path: &Path, memory_mb: u64) -> Result<(), RamError> {
             path: path.to_owned(),
         }),
     }
+}
+
+/// Removes checkpoint `path` and its hashes.
+pub fn remove_copy(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(sums::path_of(path));
 }
 
 /// Removes copies in `dir` that a killed rum left half-made.

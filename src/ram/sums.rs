@@ -1,0 +1,163 @@
+//! A hash of every page of a RAM checkpoint, kept beside it: a save
+//! compares the live RAM with the previous checkpoint's hashes instead of
+//! reading that checkpoint back from disk, and a restore reads only the
+//! pages whose hash differs from the live RAM's. 128-bit keyed hashes: a
+//! false match (a page left unrestored) is as likely as a random 128-bit
+//! collision. They are only a shortcut: without them (a copy from before,
+//! or hashes a crash tore), pages are compared.
+
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::copy::PAGE;
+
+const MAGIC: &[u8; 8] = b"RUMSUMS1";
+const HEADER: usize = 32;
+const ENTRY: usize = 16;
+
+/// How one page hashes under a key. All-zero pages (and holes) hash to 0,
+/// so a checkpoint's holes need no entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageHash {
+    seed: u64,
+    zero: u128,
+}
+
+impl PageHash {
+    fn with_seed(seed: u64) -> Self {
+        let zero = xxhash_rust::xxh3::xxh3_128_with_seed(&[0u8; PAGE], seed);
+        Self { seed, zero }
+    }
+
+    /// A key of its own: the process's random hash keys.
+    pub fn fresh() -> Self {
+        Self::with_seed(std::collections::hash_map::RandomState::new().hash_one(0u8))
+    }
+
+    pub fn of(&self, page: &[u8]) -> u128 {
+        match xxhash_rust::xxh3::xxh3_128_with_seed(page, self.seed) {
+            h if h == self.zero => 0,
+            // A nonzero page must never read as a hole.
+            0 => 1,
+            h => h,
+        }
+    }
+}
+
+/// The hashes of a file's pages, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sums {
+    pub hash: PageHash,
+    pub pages: Vec<u128>,
+}
+
+/// Where the hashes of RAM checkpoint `ram` are.
+pub fn path_of(ram: &Path) -> PathBuf {
+    let mut name = ram.as_os_str().to_owned();
+    name.push(".sum");
+    name.into()
+}
+
+impl Sums {
+    /// All holes, for a file of `len` bytes.
+    pub fn empty(hash: PageHash, len: u64) -> Self {
+        Self {
+            hash,
+            pages: vec![0; len.div_ceil(PAGE as u64) as usize],
+        }
+    }
+
+    /// The hashes beside checkpoint `ram` if they are there and describe a
+    /// file of `len` bytes; `None` sends the caller down the comparing path.
+    pub fn read(ram: &Path, len: u64) -> Option<Sums> {
+        let bytes = std::fs::read(path_of(ram)).ok()?;
+        let (header, entries) = bytes.split_at_checked(HEADER)?;
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+        let count = len.div_ceil(PAGE as u64);
+        if &header[..8] != MAGIC
+            || word(16) != count
+            || entries.len() as u64 != count * ENTRY as u64
+            || word(24) != xxhash_rust::xxh3::xxh3_64(entries)
+        {
+            return None;
+        }
+        let pages = entries
+            .chunks_exact(ENTRY)
+            .map(|e| u128::from_le_bytes(e.try_into().expect("16 bytes")))
+            .collect();
+        Some(Sums {
+            hash: PageHash::with_seed(word(8)),
+            pages,
+        })
+    }
+
+    /// Writes the hashes to `path`, checksummed rather than synced: torn by
+    /// a crash, they are not used, and a restore compares pages instead.
+    /// Blocks of holes' entries stay holes, so a mostly free RAM costs little.
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let mut bytes = vec![0u8; HEADER + self.pages.len() * ENTRY];
+        let (header, entries) = bytes.split_at_mut(HEADER);
+        for (slot, page) in entries.chunks_exact_mut(ENTRY).zip(&self.pages) {
+            slot.copy_from_slice(&page.to_le_bytes());
+        }
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&self.hash.seed.to_le_bytes());
+        header[16..24].copy_from_slice(&(self.pages.len() as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(entries).to_le_bytes());
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_len(bytes.len() as u64)?;
+        let mut blocks = bytes.chunks(PAGE).enumerate().peekable();
+        while let Some((first, block)) = blocks.next() {
+            if first > 0 && block.iter().all(|b| *b == 0) {
+                continue;
+            }
+            // Runs of blocks with data go in one write each.
+            let mut end = first + 1;
+            while blocks.next_if(|(_, b)| b.iter().any(|b| *b != 0)).is_some() {
+                end += 1;
+            }
+            let at = first * PAGE;
+            file.write_all_at(&bytes[at..(end * PAGE).min(bytes.len())], at as u64)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_read_back_as_written_and_zero_pages_count_as_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ram = dir.path().join("a.ram");
+        let hash = PageHash::fresh();
+        let len = 3 << 20;
+        let mut sums = Sums::empty(hash, len);
+        sums.pages[5] = hash.of(&[7u8; PAGE]);
+        sums.pages[700] = hash.of(&[8u8; PAGE]);
+        assert_eq!(hash.of(&[0u8; PAGE]), 0);
+        assert_ne!(sums.pages[5], sums.pages[700]);
+        sums.write(&path_of(&ram)).unwrap();
+        assert_eq!(Sums::read(&ram, len), Some(sums));
+        // Hashes of another size of RAM are not used, nor torn ones.
+        assert_eq!(Sums::read(&ram, len * 2), None);
+        let file = File::options().write(true).open(path_of(&ram)).unwrap();
+        file.write_all_at(&[0u8; PAGE], HEADER as u64).unwrap();
+        assert_eq!(Sums::read(&ram, len), None);
+    }
+
+    #[test]
+    fn two_keys_hash_a_page_differently() {
+        let page = [3u8; PAGE];
+        assert_ne!(PageHash::fresh().of(&page), PageHash::fresh().of(&page));
+    }
+}
