@@ -194,6 +194,21 @@ fn bios_vm_lifecycle() {
     );
 
     // exec: output, exit status, user.
+    // The user-data rum wrote passes the guest's own cloud-init schema
+    // (`ssh_genkeytypes: []` once failed it: "too short").
+    let schema = env.rum(&[
+        "exec",
+        "--user",
+        "root",
+        "--",
+        "cloud-init",
+        "schema",
+        "--system",
+    ]);
+    assert!(
+        schema.status.success() && schema.stdout.contains("Valid cloud-config"),
+        "{schema}"
+    );
     let uname = env.rum(&["exec", "--", "uname", "-s"]);
     uname.assert_success();
     assert_eq!(uname.stdout.trim(), "Linux");

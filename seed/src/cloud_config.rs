@@ -73,7 +73,8 @@ struct UserData<'a> {
     disable_root: bool,
     users: [User<'a>; 1],
     ssh_deletekeys: bool,
-    ssh_genkeytypes: [&'a str; 0],
+    /// rum's pinned host key; given keys, cloud-init generates none (it reads
+    /// `ssh_genkeytypes` only without them, and `[]` fails its schema).
     ssh_keys: SshKeys<'a>,
     bootcmd: [[&'a str; 3]; 1],
 }
@@ -153,7 +154,6 @@ pub fn render<'a>(args: &'a SeedArgs<'a>) -> Result<Vec<IsoFile<'a>>, RenderErro
             ssh_authorized_keys: &args.authorized_keys,
         }],
         ssh_deletekeys: true,
-        ssh_genkeytypes: [],
         ssh_keys: SshKeys {
             ed25519_private: &args.host_key.private,
             ed25519_public: &args.host_key.public,

@@ -3,6 +3,7 @@
 use crate::disk;
 use crate::instance::InstanceLock;
 use crate::lifecycle::Instance;
+use crate::lifecycle::up::Readiness;
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
@@ -75,11 +76,24 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
         (true, Some(_)) => "running",
         (true, None) => "stopped",
     };
+    let readiness = pid.map(|_| crate::lifecycle::up::readiness(&state));
+    let ready = readiness.map(|r| r == Readiness::Ready);
+    let shown_state = match readiness {
+        Some(Readiness::Unfinished(m)) => format!(
+            "{vm_state}, not ready: {} unfinished; `rum up` finishes it",
+            m.title()
+        ),
+        Some(Readiness::Failed(m)) => format!(
+            "{vm_state}, not ready: {} failed; `rum retry` runs it again",
+            m.title()
+        ),
+        _ => vm_state.to_owned(),
+    };
     let now = crate::clock::unix_now();
     let uptime = info.as_ref().map(|i| now.saturating_sub(i.started));
 
     let mut s = String::new();
-    let _ = writeln!(s, "  {:<12}{} ({vm_state})", "instance", paths.id);
+    let _ = writeln!(s, "  {:<12}{} ({shown_state})", "instance", paths.id);
     if let Some(holder) = &busy {
         let _ = writeln!(s, "  {:<12}{holder} is working on it", "busy");
     }
@@ -167,6 +181,7 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
             "changes": changes,
             "instance": paths.id,
             "state": vm_state,
+            "ready": ready,
             "pid": pid,
             "uptime_s": uptime,
             "runtime": info,

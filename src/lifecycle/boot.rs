@@ -66,13 +66,25 @@ pub fn bring_up(
     if let Some(restoring) = &restoring {
         (restoring.load)(&info)?;
     }
-    let client = boot.steps.run(
+    let client = await_guest(instance, boot.steps.state, &info, rt, reporter)?;
+    Ok(Booted { client, info })
+}
+
+/// Waits for the agent of the VM running as `info`, then for cloud-init.
+pub fn await_guest(
+    instance: &Instance,
+    state: &mut State,
+    info: &RuntimeInfo,
+    rt: &tokio::runtime::Runtime,
+    reporter: &Reporter,
+) -> Result<Client, LifecycleError> {
+    let client = Milestones::new(state, &instance.paths, reporter).run(
         Milestone::AgentReady,
         "Waiting for the guest agent",
-        |_, state| guest::wait_for_agent(instance, &info, state, rt),
+        |_, state| guest::wait_for_agent(instance, info, state, rt),
     )?;
     guest::wait_for_cloud_init(&client, rt, reporter)?;
-    Ok(Booted { client, info })
+    Ok(client)
 }
 
 struct Boot<'a> {

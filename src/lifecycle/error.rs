@@ -28,6 +28,10 @@ pub enum UpError {
     )]
     QemuExited { console: String, qemu: String },
     #[error(
+        "QEMU runs (pid {pid}) but rum has no record of how it was started (an earlier `rum up` was stopped right after starting it); `rum down --force`, then `rum up`"
+    )]
+    NoRuntimeRecord { pid: u32 },
+    #[error(
         "The guest printed nothing on its console for {0:?}: it is not booting. If /dev/kvm exists but guests hang on it (nested virtualisation), run with RUM_ACCEL=tcg"
     )]
     NoProgress(Duration),

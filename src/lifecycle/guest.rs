@@ -111,9 +111,12 @@ pub fn wait_for_cloud_init(
     });
     match result.map(|bytes| bytes.map(|b| CloudInit::of(&b))) {
         Ok(Some(CloudInit::Done)) => step.done(),
-        Ok(Some(CloudInit::Recoverable)) => {
+        Ok(Some(CloudInit::Recoverable(errors))) => {
             step.done();
-            reporter.warn("cloud-init finished with recoverable errors; `rum exec -- cloud-init status --long` tells which");
+            reporter.warn(&format!(
+                "cloud-init finished with recoverable errors:\n  {}\n`rum exec -- cloud-init status --long` tells more",
+                errors.join("\n  ")
+            ));
         }
         Ok(Some(CloudInit::Failed(errors))) => {
             step.fail("cloud-init failed");
@@ -134,7 +137,8 @@ pub fn wait_for_cloud_init(
 #[derive(Debug, PartialEq, Eq)]
 enum CloudInit {
     Done,
-    Recoverable,
+    /// Each as `LEVEL: message`.
+    Recoverable(Vec<String>),
     Failed(String),
 }
 
@@ -154,13 +158,23 @@ impl CloudInit {
         if !errors.is_empty() {
             return CloudInit::Failed(errors.join("; "));
         }
-        let recoverable = v1["recoverable_errors"]
+        // cloud-init 23.4 and later: `{"WARNING": ["…"], "DEPRECATED": […]}`.
+        let recoverable: Vec<String> = v1["recoverable_errors"]
             .as_object()
-            .is_some_and(|o| !o.is_empty());
-        if recoverable {
-            CloudInit::Recoverable
-        } else {
+            .into_iter()
+            .flatten()
+            .flat_map(|(level, messages)| {
+                let messages = messages.as_array().cloned().unwrap_or_default();
+                messages.into_iter().map(move |m| {
+                    let text = m.as_str().map_or_else(|| m.to_string(), str::to_owned);
+                    format!("{level}: {text}")
+                })
+            })
+            .collect();
+        if recoverable.is_empty() {
             CloudInit::Done
+        } else {
+            CloudInit::Recoverable(recoverable)
         }
     }
 }
@@ -267,8 +281,14 @@ mod tests {
             CloudInit::Done
         );
         assert_eq!(
-            CloudInit::of(br#"{"v1": {"errors": [], "recoverable_errors": {"WARNING": ["x"]}}}"#),
-            CloudInit::Recoverable
+            CloudInit::of(
+                br#"{"v1": {"errors": [], "recoverable_errors": {"WARNING": ["x"], "DEPRECATED": ["y", "z"]}}}"#
+            ),
+            CloudInit::Recoverable(vec![
+                "DEPRECATED: y".into(),
+                "DEPRECATED: z".into(),
+                "WARNING: x".into()
+            ])
         );
         assert_eq!(
             CloudInit::of(br#"{"v1": {"errors": ["('users_groups', KeyError('x'))"]}}"#),

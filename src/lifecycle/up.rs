@@ -1,9 +1,11 @@
 //! `rum up`: take the instance lock, bring the VM up (resuming whatever an
-//! earlier `up` completed), take `pre-provision` once, and provision unless
-//! that already succeeded. A failure rolls back only what this run made.
+//! earlier `up` completed, on its QEMU if that still runs), take
+//! `pre-provision` once, and provision unless that already succeeded. A
+//! failure rolls back only what this run made.
 
 use super::boot::{self, Booted};
-use super::error::LifecycleError;
+use super::checkpoints::PRE_PROVISION;
+use super::error::{LifecycleError, UpError};
 use super::provisioning;
 use super::reload;
 use super::{Instance, RuntimeInfo, runtime};
@@ -11,7 +13,7 @@ use crate::exit::Exit;
 use crate::guard::Guard;
 use crate::instance::LockWait;
 use crate::output::Reporter;
-use crate::state::{Milestone, State};
+use crate::state::{Milestone, State, Status};
 use rum_agent::Client;
 use rum_agent::protocol::RunOn;
 
@@ -42,29 +44,39 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         crate::fsutil::write_private(&path, &bytes)
             .map_err(|source| super::error::UpError::Write { path, source })?;
     }
-    if let Some(pid) = instance.qemu_pid() {
-        guard.disarm();
-        reload::report(instance, reporter);
-        reporter.result(
-            &format!(
-                "`{}` is already running (pid {pid}); `rum ssh` or `rum exec` to use it",
-                paths.id
-            ),
-            &serde_json::json!({ "instance": paths.id, "pid": pid, "already_running": true }),
-        );
-        return Ok(Exit::Success);
-    }
     let mut state = State::load(&paths.state_file())?;
     let rt = runtime();
-    let Booted { client, info } =
-        boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
-    guard.disarm();
-    // Mounts added since the VM was made are plugged in after each boot.
-    let info = reload::apply_live_or_warn(instance, info, &client, &rt, reporter);
-    if !fresh {
-        // What this boot did not apply (the boot applied forwards and shares).
-        reload::report(instance, reporter);
-    }
+    let (client, info) = match instance.qemu_pid() {
+        Some(pid) => {
+            guard.disarm();
+            reload::report(instance, reporter);
+            match readiness(&state) {
+                Readiness::Ready => return Ok(already_up(instance, pid, reporter)),
+                Readiness::Failed(milestone) => {
+                    return Ok(failed_before(instance, pid, milestone, reporter));
+                }
+                Readiness::Unfinished(_) => {}
+            }
+            // An earlier `up` was stopped (killed, interrupted) with QEMU
+            // left running: this one finishes its work on that QEMU.
+            let info = instance.running().ok_or(UpError::NoRuntimeRecord { pid })?;
+            reporter.line("Finishing what an earlier `rum up` left undone");
+            let client = boot::await_guest(instance, &mut state, &info, &rt, reporter)?;
+            (client, info)
+        }
+        None => {
+            let Booted { client, info } =
+                boot::bring_up(instance, &mut state, &mut guard, None, &rt, reporter)?;
+            guard.disarm();
+            // Mounts added since the VM was made are plugged in after each boot.
+            let info = reload::apply_live_or_warn(instance, info, &client, &rt, reporter);
+            if !fresh {
+                // What this boot did not apply (it applied forwards and shares).
+                reload::report(instance, reporter);
+            }
+            (client, info)
+        }
+    };
     let version = client.agent().clone();
     let status = after_boot(instance, &mut state, &info, client, &rt, reporter)?;
     reporter.result(
@@ -81,6 +93,80 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         }),
     );
     Ok(status)
+}
+
+/// Whether a VM whose QEMU runs is ready for use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// An earlier `rum up` stopped before this (killed, interrupted, or it
+    /// gave up waiting): the next `rum up` finishes it.
+    Unfinished(Milestone),
+    /// Provisioning ran and failed: `rum retry` runs it again.
+    Failed(Milestone),
+}
+
+/// How far the work of `rum up` got: the agent, the pre-provision
+/// snapshot and provisioning, in order.
+pub fn readiness(state: &State) -> Readiness {
+    let pre_provision = state.snapshots.contains_key(PRE_PROVISION);
+    let steps = [
+        (
+            Milestone::AgentReady,
+            state.is_completed(Milestone::AgentReady),
+        ),
+        (Milestone::SnapshotTaken, pre_provision),
+        (
+            Milestone::SystemProvisioned,
+            state.is_completed(Milestone::SystemProvisioned),
+        ),
+        (
+            Milestone::BootProvisioned,
+            state.is_completed(Milestone::BootProvisioned),
+        ),
+    ];
+    let Some((first, _)) = steps.into_iter().find(|(_, done)| !done) else {
+        return Readiness::Ready;
+    };
+    let failed = state
+        .milestones
+        .get(&first)
+        .is_some_and(|m| m.status == Status::Failed);
+    match first {
+        Milestone::SystemProvisioned | Milestone::BootProvisioned if failed => {
+            Readiness::Failed(first)
+        }
+        _ => Readiness::Unfinished(first),
+    }
+}
+
+fn already_up(instance: &Instance, pid: u32, reporter: &Reporter) -> Exit {
+    let id = &instance.paths.id;
+    reporter.result(
+        &format!("`{id}` is already running (pid {pid}); `rum ssh` or `rum exec` to use it"),
+        &serde_json::json!({ "instance": id, "pid": pid, "already_running": true }),
+    );
+    Exit::Success
+}
+
+/// A running VM whose provisioning failed is not up: said, and not
+/// provisioned again on top of what the failed run left.
+fn failed_before(instance: &Instance, pid: u32, milestone: Milestone, reporter: &Reporter) -> Exit {
+    let id = &instance.paths.id;
+    reporter.result(
+        &format!(
+            "`{id}` is running (pid {pid}), but its provisioning failed ({}); `rum retry` runs it again from the pre-provision snapshot, `rum status` shows the error",
+            milestone.title()
+        ),
+        &serde_json::json!({
+            "instance": id,
+            "pid": pid,
+            "already_running": true,
+            "provisioned": false,
+            "failed": milestone.key(),
+        }),
+    );
+    Exit::Failure
 }
 
 /// The pre-provision snapshot (once per VM), then provisioning unless it
