@@ -5,7 +5,7 @@
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
 use crate::lifecycle::RuntimeInfo;
 use crate::output::Reporter;
-use crate::state::{Milestone, State, Status};
+use crate::state::State;
 use crate::{Error, Exit};
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
@@ -113,19 +113,7 @@ fn row(id: InstanceId, dirs: &BaseDirs) -> Row {
         }
     };
     row.snapshots = state.snapshots.len();
-    let failed = [Milestone::SystemProvisioned, Milestone::BootProvisioned]
-        .iter()
-        .any(|m| {
-            state
-                .milestones
-                .get(m)
-                .is_some_and(|m| m.status == Status::Failed)
-        });
-    row.state = match (row.pid.is_some(), failed) {
-        (true, true) => "provisioning failed",
-        (true, false) => "running",
-        (false, _) => "stopped",
-    };
+    row.state = crate::lifecycle::condition::condition(&paths, &state).label();
     if row.config.as_ref().is_some_and(|c| !c.exists()) {
         row.state = if row.pid.is_some() {
             "running, config gone"

@@ -3,7 +3,7 @@
 use crate::disk;
 use crate::instance::InstanceLock;
 use crate::lifecycle::Instance;
-use crate::lifecycle::up::Readiness;
+use crate::lifecycle::condition::{Condition, Readiness};
 use crate::output::Reporter;
 use crate::state::State;
 use crate::{Error, Exit};
@@ -71,24 +71,41 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
         .map(|(s, r)| r.disk_bytes(s.vm_state_size))
         .sum();
     let busy = InstanceLock::current_holder(&paths.lock_file());
-    let vm_state = match (exists, pid) {
+    let condition = crate::lifecycle::condition::condition(paths, &state);
+    let vm_state = match (exists, condition) {
         (false, _) => "not created",
-        (true, Some(_)) => "running",
-        (true, None) => "stopped",
+        (true, Condition::Running { .. }) => "running",
+        (true, Condition::Died) => "died",
+        (true, Condition::Stopped) => "stopped",
     };
-    let readiness = pid.map(|_| crate::lifecycle::up::readiness(&state));
-    let ready = readiness.map(|r| r == Readiness::Ready);
-    let shown_state = match readiness {
-        Some(Readiness::Unfinished(m)) => format!(
+    let ready = match condition {
+        Condition::Running { readiness, .. } => Some(readiness == Readiness::Ready),
+        _ => None,
+    };
+    let shown_state = match condition {
+        Condition::Running {
+            readiness: Readiness::Unfinished(m),
+            ..
+        } => format!(
             "{vm_state}, not ready: {} unfinished; `rum up` finishes it",
             m.title()
         ),
-        Some(Readiness::Failed(m)) => format!(
+        Condition::Running {
+            readiness: Readiness::Failed(m),
+            ..
+        } => format!(
             "{vm_state}, not ready: {} failed; `rum retry` runs it again",
             m.title()
         ),
+        Condition::Died if exists => format!(
+            "{vm_state}: QEMU is gone and was not stopped by rum; `rum up` starts it again from its disk"
+        ),
         _ => vm_state.to_owned(),
     };
+    let dead_mounts = info
+        .as_ref()
+        .map(crate::lifecycle::condition::dead_mounts)
+        .unwrap_or_default();
     let now = crate::clock::unix_now();
     let uptime = info.as_ref().map(|i| now.saturating_sub(i.started));
 
@@ -115,7 +132,19 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
             let _ = writeln!(s, "  {:<12}{port}", "port");
         }
         for mount in &info.mounts {
-            let _ = writeln!(s, "  {:<12}{mount}", "mount");
+            let dead = if dead_mounts.contains(mount) {
+                " — its virtiofsd is gone, the guest gets errors there; `rum down`, then `rum up`"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "  {:<12}{mount}{dead}", "mount");
+        }
+    }
+    if condition == Condition::Died {
+        let console = crate::lifecycle::console_tail(&paths.serial_log(), 5);
+        let _ = writeln!(s, "  {:<12}its console ended with:", "died");
+        for line in console.lines() {
+            let _ = writeln!(s, "  {:<12}{line}", "");
         }
     }
     let c = &instance.config.resources;
@@ -182,6 +211,7 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
             "instance": paths.id,
             "state": vm_state,
             "ready": ready,
+            "dead_mounts": dead_mounts,
             "pid": pid,
             "uptime_s": uptime,
             "runtime": info,

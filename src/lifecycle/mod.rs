@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod boot;
 pub mod checkpoints;
+pub mod condition;
 pub mod error;
 mod guest;
 pub mod in_place;

@@ -4,7 +4,7 @@
 //! failure rolls back only what this run made.
 
 use super::boot::{self, Booted};
-use super::checkpoints::PRE_PROVISION;
+use super::condition::{Readiness, readiness};
 use super::error::{LifecycleError, UpError};
 use super::provisioning;
 use super::reload;
@@ -13,7 +13,7 @@ use crate::exit::Exit;
 use crate::guard::Guard;
 use crate::instance::LockWait;
 use crate::output::Reporter;
-use crate::state::{Milestone, State, Status};
+use crate::state::{Milestone, State};
 use rum_agent::Client;
 use rum_agent::protocol::RunOn;
 
@@ -93,51 +93,6 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         }),
     );
     Ok(status)
-}
-
-/// Whether a VM whose QEMU runs is ready for use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    /// An earlier `rum up` stopped before this (killed, interrupted, or it
-    /// gave up waiting): the next `rum up` finishes it.
-    Unfinished(Milestone),
-    /// Provisioning ran and failed: `rum retry` runs it again.
-    Failed(Milestone),
-}
-
-/// How far the work of `rum up` got: the agent, the pre-provision
-/// snapshot and provisioning, in order.
-pub fn readiness(state: &State) -> Readiness {
-    let pre_provision = state.snapshots.contains_key(PRE_PROVISION);
-    let steps = [
-        (
-            Milestone::AgentReady,
-            state.is_completed(Milestone::AgentReady),
-        ),
-        (Milestone::SnapshotTaken, pre_provision),
-        (
-            Milestone::SystemProvisioned,
-            state.is_completed(Milestone::SystemProvisioned),
-        ),
-        (
-            Milestone::BootProvisioned,
-            state.is_completed(Milestone::BootProvisioned),
-        ),
-    ];
-    let Some((first, _)) = steps.into_iter().find(|(_, done)| !done) else {
-        return Readiness::Ready;
-    };
-    let failed = state
-        .milestones
-        .get(&first)
-        .is_some_and(|m| m.status == Status::Failed);
-    match first {
-        Milestone::SystemProvisioned | Milestone::BootProvisioned if failed => {
-            Readiness::Failed(first)
-        }
-        _ => Readiness::Unfinished(first),
-    }
 }
 
 fn already_up(instance: &Instance, pid: u32, reporter: &Reporter) -> Exit {

@@ -1,0 +1,105 @@
+//! The processes under a running VM killed behind rum's back: a virtiofsd
+//! (its mount named as dead, back after `down` + `up`), the guest agent
+//! (systemd restarts it), and QEMU itself (`rum status` says the VM died and
+//! shows its console; `rum up` and `rum retry` work). One boot, two starts.
+
+mod support;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::E2e;
+
+fn status(env: &E2e) -> serde_json::Value {
+    let run = env.rum(&["-o", "json", "status"]);
+    let last = run.stdout.lines().last().expect("a result line");
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
+}
+
+fn sigkill(pid: &serde_json::Value) {
+    let pid = pid.as_u64().expect("a pid") as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
+    let Some(env) = support::e2e() else { return };
+    let share = env.dir("share");
+    std::fs::write(share.join("note.txt"), "shared\n").unwrap();
+    env.write_rum_toml(&format!(
+        "[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n\n[provision.system]\nscript = \"echo x >> /var/tmp/runs\"\n",
+        share.display()
+    ));
+    env.rum(&["up", "-d"]).assert_success();
+    assert_eq!(env.guest_sh("cat /mnt/share/note.txt"), "shared\n");
+
+    // virtiofsd: the mount is named as dead.
+    let before = status(&env);
+    assert_eq!(before["dead_mounts"], serde_json::json!([]), "{before}");
+    sigkill(&before["runtime"]["virtiofsd_pids"][0]);
+    let dead = support::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || {
+            status(&env)["dead_mounts"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        },
+    );
+    assert!(dead, "{}", status(&env));
+    let text = env.rum(&["status"]);
+    assert!(
+        text.stdout.contains("/mnt/share — its virtiofsd is gone"),
+        "{text}"
+    );
+
+    // The agent killed in the guest: systemd starts it again.
+    let _ = env.rum(&[
+        "exec",
+        "--user",
+        "root",
+        "--",
+        "systemctl",
+        "kill",
+        "-s",
+        "KILL",
+        "rum-agent",
+    ]);
+    let back = support::wait_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(500),
+        || env.rum(&["exec", "--", "true"]).status.success(),
+    );
+    assert!(back, "the agent came back");
+
+    // `down` + `up` brings the mount back.
+    env.rum(&["down", "--force"]).assert_success();
+    env.rum(&["up", "-d"]).assert_success();
+    assert_eq!(env.guest_sh("cat /mnt/share/note.txt"), "shared\n");
+    assert_eq!(status(&env)["dead_mounts"], serde_json::json!([]));
+
+    // QEMU: the VM died, not stopped; its console is shown.
+    let running = status(&env);
+    sigkill(&running["pid"]);
+    let died = support::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || status(&env)["state"] == "died",
+    );
+    assert!(died, "{}", status(&env));
+    let text = env.rum(&["status"]);
+    assert!(
+        text.stdout
+            .contains("QEMU is gone and was not stopped by rum")
+            && text.stdout.contains("its console ended with:"),
+        "{text}"
+    );
+    let list = env.rum(&["list"]);
+    assert!(list.stdout.contains("died"), "{list}");
+    env.rum(&["up", "-d"]).assert_success();
+    assert_eq!(status(&env)["ready"], true);
+    env.rum(&["retry"]).assert_success();
+    assert_eq!(env.guest_sh("cat /var/tmp/runs"), "x\n");
+
+    env.rum(&["destroy", "-f"]).assert_success();
+    assert!(env.procs.strays().is_empty());
+}
