@@ -52,8 +52,20 @@ fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
         "{text}"
     );
 
-    // The agent killed in the guest: systemd starts it again.
-    let _ = env.rum(&[
+    // The agent killed in the guest while idle (a second after this exec
+    // has returned): systemd starts it again.
+    env.guest_sh("systemd-run --on-active=1 systemctl kill -s KILL rum-agent >/dev/null 2>&1");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let back = support::wait_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(500),
+        || env.rum(&["exec", "--", "true"]).status.success(),
+    );
+    assert!(back, "the agent came back");
+    // Killed in the middle of a call: the restarted agent serves only new
+    // sessions, so the call ends when the agent stops answering its pings,
+    // rather than waiting for ever.
+    let mid = env.rum(&[
         "exec",
         "--user",
         "root",
@@ -64,12 +76,14 @@ fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
         "KILL",
         "rum-agent",
     ]);
+    assert!(!mid.status.success(), "{mid}");
+    assert!(mid.stderr.contains("stopped answering"), "{mid}");
     let back = support::wait_until(
         std::time::Duration::from_secs(60),
         std::time::Duration::from_millis(500),
         || env.rum(&["exec", "--", "true"]).status.success(),
     );
-    assert!(back, "the agent came back");
+    assert!(back, "the agent came back again");
 
     // `down` + `up` brings the mount back.
     env.rum(&["down", "--force"]).assert_success();

@@ -67,6 +67,10 @@ struct Inner {
     session: String,
     agent_time_unix_ns: i64,
     tasks: Vec<JoinHandle<()>>,
+    /// When the last frame came from the agent, and whether the reader
+    /// waits on a caller that is behind: the watchdog leaves those alone.
+    heard: Mutex<Instant>,
+    delivering: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -148,6 +152,7 @@ impl Client {
             inner: Arc::new_cyclic(|weak| {
                 let writer = tokio::spawn(write_loop(write, out_rx, weak.clone()));
                 let reader = tokio::spawn(read_loop(reader, weak.clone()));
+                let watchdog = tokio::spawn(watch(weak.clone()));
                 Inner {
                     out,
                     calls: Mutex::new(HashMap::new()),
@@ -156,7 +161,9 @@ impl Client {
                     agent: reply.agent,
                     session,
                     agent_time_unix_ns: reply.agent_time_unix_ns,
-                    tasks: vec![writer, reader],
+                    tasks: vec![writer, reader, watchdog],
+                    heard: Mutex::new(Instant::now()),
+                    delivering: std::sync::atomic::AtomicBool::new(false),
                 }
             }),
         })
@@ -345,6 +352,7 @@ async fn read_loop<T: Transport>(
             continue;
         }
         let Some(inner) = inner.upgrade() else { return };
+        *lock(&inner.heard) = Instant::now();
         let terminal = msg.event.is_terminal();
         let sender = {
             let mut calls = lock(&inner.calls);
@@ -354,18 +362,62 @@ async fn read_loop<T: Transport>(
                 calls.get(&msg.id).cloned()
             }
         };
-        drop(inner);
         if let Some(sender) = sender {
             // Waits while the caller is behind: back-pressure on the agent.
+            inner.delivering.store(true, Ordering::Relaxed);
+            let weak = std::sync::Arc::downgrade(&inner);
+            drop(inner);
             let _ = sender
                 .send(Incoming {
                     event: msg.event,
                     body: frame.body,
                 })
                 .await;
+            if let Some(inner) = weak.upgrade() {
+                inner.delivering.store(false, Ordering::Relaxed);
+            }
         }
     };
     close(&inner, reason);
+}
+
+/// How long calls may be pending before the agent is asked whether it is
+/// still there, and how long it has to answer. An agent that restarted
+/// mid-call (killed, crashed) serves only new sessions: without this, a
+/// call of the old one would wait for ever. Generous: a guest under TCG on
+/// a busy host answers slowly, and a silent long command is not a problem.
+const WATCH_EVERY: Duration = Duration::from_secs(10);
+const WATCH_ANSWER: Duration = Duration::from_secs(60);
+
+/// While calls are pending, pings the agent every `WATCH_EVERY`; one that
+/// goes unanswered for `WATCH_ANSWER` ends the connection.
+async fn watch(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if lock(&strong.closed).is_some() {
+            return;
+        }
+        if lock(&strong.calls).is_empty() {
+            continue;
+        }
+        let client = Client { inner: strong };
+        if tokio::time::timeout(WATCH_ANSWER, client.ping())
+            .await
+            .is_err()
+        {
+            drop(client);
+            close(
+                &inner,
+                format!(
+                    "the guest agent stopped answering for {WATCH_ANSWER:?} (it may have restarted)"
+                ),
+            );
+            return;
+        }
+    }
 }
 
 fn close(inner: &std::sync::Weak<Inner>, reason: String) {
@@ -481,6 +533,19 @@ mod tests {
             matches!(err, Error::VersionMismatch { agent, .. } if agent == PROTOCOL_VERSION + 1)
         );
         assert!(err.to_string().contains("protocol version"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_to_an_agent_that_stopped_answering_ends() {
+        // The fake agent answers the hello and nothing after: an agent that
+        // restarted mid-call, serving only new sessions.
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(fake_agent(guest, 0, PROTOCOL_VERSION));
+        let client = Client::handshake(host, &quick()).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(600), client.ping()).await;
+        let err = answer.expect("the call ends").err().unwrap();
+        assert!(err.to_string().contains("stopped answering"), "{err}");
+        assert!(client.closed().is_some());
     }
 
     #[tokio::test]
