@@ -274,8 +274,9 @@ impl Unsynced {
 
 impl Drop for Unsynced {
     fn drop(&mut self) {
-        // After `finish` the part has its name and this finds nothing.
+        // After `finish` the parts have their names and this finds nothing.
         let _ = std::fs::remove_file(&self.part);
+        let _ = std::fs::remove_file(partial(&sums::path_of(&self.to)));
     }
 }
 
