@@ -403,12 +403,17 @@ async fn watch(inner: std::sync::Weak<Inner>) {
         if lock(&strong.calls).is_empty() {
             continue;
         }
+        let asked = Instant::now();
         let client = Client { inner: strong };
-        if tokio::time::timeout(WATCH_ANSWER, client.ping())
+        let answered = tokio::time::timeout(WATCH_ANSWER, client.ping())
             .await
-            .is_err()
-        {
-            drop(client);
+            .is_ok();
+        // Frames that came meanwhile, or a caller that stopped reading (a
+        // pager), mean the agent is there.
+        let heard = *lock(&client.inner.heard) > asked;
+        let delivering = client.inner.delivering.load(Ordering::Relaxed);
+        drop(client);
+        if !answered && !heard && !delivering {
             close(
                 &inner,
                 format!(
