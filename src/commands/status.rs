@@ -60,9 +60,14 @@ const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
     let paths = &instance.paths;
     let exists = paths.exists();
-    let pid = instance.qemu_pid();
-    let info = instance.running();
     let state = State::load(&paths.state_file())?;
+    // QEMU is looked up once: `--watch` asks every second.
+    let condition = crate::lifecycle::condition::condition(paths, &state);
+    let pid = match condition {
+        Condition::Running { pid, .. } => Some(pid),
+        _ => None,
+    };
+    let info = pid.and_then(|_| crate::lifecycle::RuntimeInfo::load(&paths.runtime_info()));
     let on_disk = disk::snapshots(&paths.overlay()).unwrap_or_default();
     let recorded = super::snapshot::recorded(&on_disk, &state);
     let snapshots = recorded.len();
@@ -71,7 +76,6 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
         .map(|(s, r)| r.disk_bytes(s.vm_state_size))
         .sum();
     let busy = InstanceLock::current_holder(&paths.lock_file());
-    let condition = crate::lifecycle::condition::condition(paths, &state);
     let vm_state = match (exists, condition) {
         (false, _) => "not created",
         (true, Condition::Running { .. }) => "running",

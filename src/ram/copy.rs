@@ -171,24 +171,45 @@ pub fn copy_hashed(source: &File, target: &File, hash: PageHash) -> io::Result<(
         record(&sums, &piece, &buffers.hashes);
         Ok(written)
     })?;
-    let copied = Copied {
-        written,
-        in_kernel: false,
-    };
-    Ok((
+    Ok(finished(written, false, sums))
+}
+
+/// The hashes of `file`'s pages under `hash`: for a copy made before rum
+/// kept them, read once so that a save against it goes the same way.
+fn hashed(file: &File, hash: PageHash) -> io::Result<Sums> {
+    let sums = Mutex::new(Sums::empty(hash, file.metadata()?.len()));
+    in_pieces(&data_ranges(file)?, false, |buffers, piece| {
+        runs(
+            file,
+            Against::Zeros,
+            Some(hash),
+            piece.clone(),
+            buffers,
+            |_, _, _| Ok(0),
+        )?;
+        record(&sums, &piece, &buffers.hashes);
+        Ok(0)
+    })?;
+    Ok(finished(0, false, sums).1)
+}
+
+/// A copy's account, with the hashes its threads left.
+fn finished(written: u64, in_kernel: bool, sums: Mutex<Sums>) -> (Copied, Sums) {
+    let copied = Copied { written, in_kernel };
+    (
         copied,
         sums.into_inner().expect("a copy thread does not panic"),
-    ))
+    )
 }
 
 /// Makes the empty `target` hold what `source` holds, sharing with `base`
 /// (an earlier copy on the same filesystem) every page the two have in
 /// common: runs of equal pages go through `copy_file_range` from `base` (a
 /// reflink), the others are written into holes. Never a write over shared
-/// blocks: on XFS each such copy-on-write would reserve 128 KiB. With the
-/// base's hashes, pages are compared by hash and the base is never read.
-/// Returns the hashes of what `target` holds, under the base's key if it
-/// had one, else under `hash`.
+/// blocks: on XFS each such copy-on-write would reserve 128 KiB. Pages are
+/// compared by the base's hashes, and the base is never read; a base
+/// without them is hashed first, under `hash`. Returns the hashes of what
+/// `target` holds, under the base's key.
 pub fn copy_against(
     source: &File,
     base: &File,
@@ -198,73 +219,34 @@ pub fn copy_against(
 ) -> io::Result<(Copied, Sums)> {
     let len = source.metadata()?.len();
     target.set_len(len)?;
-    let hash = base_sums.map_or(hash, |s| s.hash);
-    let sums = Mutex::new(Sums::empty(hash, len));
+    let unhashed;
+    let base_sums = match base_sums {
+        Some(sums) => sums,
+        None => {
+            unhashed = hashed(base, hash)?;
+            &unhashed
+        }
+    };
+    let sums = Mutex::new(Sums::empty(base_sums.hash, len));
     // Cleared by the first thread that finds the filesystem copies no ranges.
     let reflinks = AtomicBool::new(true);
     let data = data_ranges(source)?;
-    if let Some(base_sums) = base_sums {
-        let file = Sharing {
-            source,
-            data: &data,
-            base,
-            base_sums,
-            target,
-            reflinks: &reflinks,
-        };
-        // The whole file in pieces: holes too, which may be shared.
-        let whole = [Range { start: 0, end: len }];
-        let written = in_pieces(&whole, false, |buffers, piece| {
-            let written = file.piece(piece.clone(), buffers)?;
-            record(&sums, &piece, &buffers.hashes);
-            Ok(written)
-        })?;
-        let copied = Copied {
-            written,
-            in_kernel: reflinks.load(Ordering::Relaxed),
-        };
-        return Ok((
-            copied,
-            sums.into_inner().expect("a copy thread does not panic"),
-        ));
-    }
-    let against = Against::File(base);
-    let written = in_pieces(&data, true, |buffers, piece| {
-        // Equal runs wait to be shared in one call: one per chunk would
-        // queue every thread on the target's lock.
-        let mut equal: Option<Range<u64>> = None;
-        let share = |run: Range<u64>| share_or_write(source, base, target, run, &reflinks);
-        let mut written = runs(
-            source,
-            against,
-            Some(hash),
-            piece.clone(),
-            buffers,
-            |bytes, run, same| {
-                if same {
-                    match &mut equal {
-                        Some(pending) if pending.end == run.start => pending.end = run.end,
-                        _ => equal = Some(run),
-                    }
-                    return Ok(0);
-                }
-                let shared = equal.take().map_or(Ok(0), share)?;
-                target.write_all_at(bytes, run.start)?;
-                Ok(shared + run.end - run.start)
-            },
-        )?;
-        written += equal.take().map_or(Ok(0), share)?;
+    let file = Sharing {
+        source,
+        data: &data,
+        base,
+        base_sums,
+        target,
+        reflinks: &reflinks,
+    };
+    // The whole file in pieces: holes too, which may be shared.
+    let whole = [Range { start: 0, end: len }];
+    let written = in_pieces(&whole, false, |buffers, piece| {
+        let written = file.piece(piece.clone(), buffers)?;
         record(&sums, &piece, &buffers.hashes);
         Ok(written)
     })?;
-    let copied = Copied {
-        written,
-        in_kernel: reflinks.load(Ordering::Relaxed),
-    };
-    Ok((
-        copied,
-        sums.into_inner().expect("a copy thread does not panic"),
-    ))
+    Ok(finished(written, reflinks.load(Ordering::Relaxed), sums))
 }
 
 /// A save against a base's hashes. A hole of the source equals a page the

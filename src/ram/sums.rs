@@ -4,7 +4,8 @@
 //! pages whose hash differs from the live RAM's. 128-bit keyed hashes: a
 //! false match (a page left unrestored) is as likely as a random 128-bit
 //! collision. They are only a shortcut: without them (a copy from before,
-//! or hashes a crash tore), pages are compared.
+//! or hashes a crash tore), a restore compares pages, and a save hashes
+//! that copy first.
 
 use std::fs::File;
 use std::hash::BuildHasher;
