@@ -14,10 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::sums::{PageHash, Sums};
+use super::sums::{PAGE, PageHash, Sums};
 
-/// The unit of comparison and of sparseness: a guest page.
-pub const PAGE: usize = 4096;
 /// Bytes read at a time on the userspace path.
 const CHUNK: usize = 1 << 20;
 

@@ -13,7 +13,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::copy::PAGE;
+/// The unit of hashing, of comparison and of sparseness: a guest page.
+pub const PAGE: usize = 4096;
 
 const MAGIC: &[u8; 8] = b"RUMSUMS1";
 const HEADER: usize = 32;
