@@ -7,13 +7,6 @@ mod support;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::E2e;
-
-fn status(env: &E2e) -> serde_json::Value {
-    let run = env.rum(&["-o", "json", "status"]);
-    let last = run.stdout.lines().last().expect("a result line");
-    serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
-}
 
 fn sigkill(pid: &serde_json::Value) {
     let pid = pid.as_u64().expect("a pid") as i32;
@@ -33,19 +26,19 @@ fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
     assert_eq!(env.guest_sh("cat /mnt/share/note.txt"), "shared\n");
 
     // virtiofsd: the mount is named as dead.
-    let before = status(&env);
+    let before = env.rum_data(&["status"]);
     assert_eq!(before["dead_mounts"], serde_json::json!([]), "{before}");
     sigkill(&before["runtime"]["virtiofsd_pids"][0]);
     let dead = support::wait_until(
         std::time::Duration::from_secs(30),
         std::time::Duration::from_millis(100),
         || {
-            status(&env)["dead_mounts"]
+            env.rum_data(&["status"])["dead_mounts"]
                 .as_array()
                 .is_some_and(|m| m.len() == 1)
         },
     );
-    assert!(dead, "{}", status(&env));
+    assert!(dead, "{}", env.rum_data(&["status"]));
     let text = env.rum(&["status"]);
     assert!(
         text.stdout.contains("/mnt/share — its virtiofsd is gone"),
@@ -89,17 +82,20 @@ fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
     env.rum(&["down", "--force"]).assert_success();
     env.rum(&["up", "-d"]).assert_success();
     assert_eq!(env.guest_sh("cat /mnt/share/note.txt"), "shared\n");
-    assert_eq!(status(&env)["dead_mounts"], serde_json::json!([]));
+    assert_eq!(
+        env.rum_data(&["status"])["dead_mounts"],
+        serde_json::json!([])
+    );
 
     // QEMU: the VM died, not stopped; its console is shown.
-    let running = status(&env);
+    let running = env.rum_data(&["status"]);
     sigkill(&running["pid"]);
     let died = support::wait_until(
         std::time::Duration::from_secs(30),
         std::time::Duration::from_millis(100),
-        || status(&env)["state"] == "died",
+        || env.rum_data(&["status"])["state"] == "died",
     );
-    assert!(died, "{}", status(&env));
+    assert!(died, "{}", env.rum_data(&["status"]));
     let text = env.rum(&["status"]);
     assert!(
         text.stdout
@@ -110,7 +106,7 @@ fn killed_virtiofsd_agent_and_qemu_are_named_and_recovered_from() {
     let list = env.rum(&["list"]);
     assert!(list.stdout.contains("died"), "{list}");
     env.rum(&["up", "-d"]).assert_success();
-    assert_eq!(status(&env)["ready"], true);
+    assert_eq!(env.rum_data(&["status"])["ready"], true);
     env.rum(&["retry"]).assert_success();
     assert_eq!(env.guest_sh("cat /var/tmp/runs"), "x\n");
 

@@ -6,13 +6,7 @@
 
 mod support;
 
-use support::{At, E2e};
-
-fn status(env: &E2e) -> serde_json::Value {
-    let run = env.rum(&["-o", "json", "status"]);
-    let last = run.stdout.lines().last().expect("a result line");
-    serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
-}
+use support::At;
 
 #[test]
 fn an_up_killed_while_the_guest_boots_is_finished_by_the_next() {
@@ -30,7 +24,7 @@ fn an_up_killed_while_the_guest_boots_is_finished_by_the_next() {
             std::time::Duration::from_secs(2),
         ),
     );
-    let killed = status(&env);
+    let killed = env.rum_data(&["status"]);
     assert_eq!(killed["state"], "running", "{killed}");
     assert_eq!(killed["ready"], false, "{killed}");
     let text = env.rum(&["status"]);
@@ -52,7 +46,7 @@ fn an_up_killed_while_the_guest_boots_is_finished_by_the_next() {
         up.stderr.contains("Taking the pre-provision snapshot"),
         "{up}"
     );
-    let done = status(&env);
+    let done = env.rum_data(&["status"]);
     assert_eq!(done["pid"], pid, "the same QEMU, not a second one");
     assert_eq!(done["ready"], true, "{done}");
     assert_eq!(
@@ -76,7 +70,7 @@ fn an_up_killed_while_the_guest_boots_is_finished_by_the_next() {
             && up.stdout.contains("`rum retry`"),
         "{up}"
     );
-    assert_eq!(status(&env)["ready"], false);
+    assert_eq!(env.rum_data(&["status"])["ready"], false);
     std::fs::write(&system, "echo fixed >> /var/tmp/system-runs\n").unwrap();
     env.rum(&["retry"]).assert_success();
     let up = env.rum(&["up", "-d"]);

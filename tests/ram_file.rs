@@ -16,17 +16,8 @@ use support::{At, E2e, LoopFs, may_mount};
 /// Memory only: a file on the guest's tmpfs is in RAM, not on its disk.
 const IN_RAM: &str = "/dev/shm/rum-test-marker";
 
-fn json(env: &E2e, args: &[&str]) -> Value {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let run = env.rum(&all);
-    run.assert_success();
-    let last: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
-    last["data"].clone()
-}
-
 fn snapshots(env: &E2e) -> Vec<Value> {
-    json(env, &["snapshot", "list"])["snapshots"]
+    env.rum_data(&["snapshot", "list"])["snapshots"]
         .as_array()
         .unwrap()
         .clone()
@@ -50,7 +41,7 @@ fn snapshots_of_a_vm_whose_ram_is_a_file() {
     env.write_rum_toml("");
     env.rum(&["up", "-d"]).assert_success();
 
-    let status = json(&env, &["status"]);
+    let status = env.rum_data(&["status"]);
     let live = PathBuf::from(status["ram"]["live"].as_str().expect("RAM in a file"));
     assert!(live.starts_with("/dev/shm"), "{status}");
     assert!(
@@ -156,7 +147,7 @@ fn on_xfs_a_copy_costs_what_changed_since_the_last() {
     env.xdg.data = fs.mount.join("data");
     env.write_rum_toml("");
     env.rum(&["up", "-d"]).assert_success();
-    assert_eq!(json(&env, &["status"])["ram"]["reflink"], true);
+    assert_eq!(env.rum_data(&["status"])["ram"]["reflink"], true);
 
     let free = || {
         let stat = nix::sys::statvfs::statvfs(&fs.mount).unwrap();

@@ -73,6 +73,16 @@ impl E2e {
 
     /// Runs `command` with `sh -c` as root in the guest (through `rum exec`);
     /// it must succeed. Returns its stdout.
+    /// Runs `rum -o json ARGS`, which must succeed, and returns its result's data.
+    pub fn rum_data(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let run = self.rum(&all);
+        run.assert_success();
+        let last = run.stdout.lines().last().expect("a result line");
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
+    }
+
     pub fn guest_sh(&self, command: &str) -> String {
         let run = self.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
         run.assert_success();
