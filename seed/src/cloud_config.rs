@@ -129,8 +129,32 @@ pub enum RenderError {
 /// A YAML document in JSON form (see the module comment), newline-terminated.
 fn yaml(file: &'static str, value: &impl Serialize) -> Result<String, RenderError> {
     serde_json::to_string_pretty(value)
-        .map(|text| text + "\n")
+        .map(|text| escape_for_yaml(&text) + "\n")
         .map_err(|source| RenderError::Serialize { file, source })
+}
+
+/// JSON leaves these raw, but YAML 1.1 folds NEL, LS and PS inside a quoted
+/// string as line breaks and PyYAML refuses DEL, C1 controls and U+FFFE/F
+/// outright. Outside strings JSON is ASCII, so escaping them all is safe.
+fn escape_for_yaml(json: &str) -> String {
+    let special = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !json.contains(special) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if special(c) {
+            out += &format!("\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Renders every file of the seed, in a fixed order.
