@@ -3,6 +3,7 @@
 //! with rum.toml now, and when each difference takes effect.
 
 use crate::config::{Config, Script};
+use crate::record::{self, Record, RecordError};
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -110,6 +111,10 @@ pub struct Change {
     /// `None`: rum.toml no longer has it.
     pub now: Option<String>,
     pub applies: Applies,
+}
+
+impl Record for Applied {
+    const RECOVERY: &'static str = "remove it: rum then takes the VM's settings as they are in rum.toml (edits since the last boot are taken as applied)";
 }
 
 impl Applied {
@@ -257,21 +262,21 @@ impl Applied {
     }
 
     /// The record, or `None` for a VM made before rum kept one.
-    pub fn load(path: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    pub fn load(path: &Path) -> Result<Option<Self>, RecordError> {
+        record::load(path)
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_private(path, &serde_json::to_vec_pretty(self).expect("serializes"))
+        record::save(self, path)
     }
 }
 
 /// How `config` differs from the record at `path`; nothing for a VM made
 /// before rum kept one (its next boot starts it).
-pub fn changes(path: &Path, config: &Config, mounts: &Mounts) -> Vec<Change> {
-    Applied::load(path)
+pub fn changes(path: &Path, config: &Config, mounts: &Mounts) -> Result<Vec<Change>, RecordError> {
+    Ok(Applied::load(path)?
         .map(|applied| applied.changes(config, mounts))
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// The block rum prints for `changes` (empty when there are none).

@@ -20,6 +20,8 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+    #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
@@ -99,6 +101,7 @@ impl Error {
             Error::Lifecycle(e) => e.is_usage(),
             Error::Identity(_)
             | Error::State(_)
+            | Error::Record(_)
             | Error::Write { .. }
             | Error::Ssh { .. }
             | Error::AgentCall(_)

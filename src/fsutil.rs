@@ -8,15 +8,24 @@ use std::path::Path;
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
+    let written = replace_with(path, Path::new(&tmp), bytes);
+    if written.is_err() {
+        // A full disk must not leave a torn `.tmp` behind, taking more space.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn replace_with(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
+        .open(tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(tmp, path)
 }
 
 /// Bytes an unprivileged user may still write on the filesystem holding `dir`.

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod output;
 pub mod provision;
 pub mod ram;
+pub mod record;
 pub mod seed;
 pub mod state;
 pub mod terminal;

@@ -25,7 +25,7 @@ pub fn run(file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
     let mounts = crate::state::State::load(&paths.state_file())
         .map(|state| crate::drift::Mounts::of(&state))
         .unwrap_or_default();
-    let changes = crate::drift::changes(&paths.applied(), config, &mounts);
+    let changes = crate::drift::changes(&paths.applied(), config, &mounts)?;
     let mut text = summary(config, &paths);
     text += &crate::drift::Report(&changes).to_string();
     reporter.result(

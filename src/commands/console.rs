@@ -18,6 +18,7 @@ pub fn run(target: &crate::lifecycle::Target, reporter: &Reporter) -> Result<Exi
     }
     instance
         .running()
+        .map_err(AgentError::from)?
         .ok_or_else(|| AgentError::NotRunning(id.clone()))?;
     let socket = instance.paths.console_socket();
     let rt = crate::lifecycle::runtime();

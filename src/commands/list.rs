@@ -99,7 +99,7 @@ fn row(id: InstanceId, dirs: &BaseDirs) -> Row {
     row.config = paths.recorded_config();
     row.pid = crate::lifecycle::running_qemu(&paths);
     if row.pid.is_some()
-        && let Some(info) = RuntimeInfo::load(&paths.runtime_info())
+        && let Ok(Some(info)) = RuntimeInfo::load(&paths.runtime_info())
     {
         row.accel = Some(info.accel.to_string());
         row.uptime_s = Some(crate::clock::unix_now().saturating_sub(info.started));

@@ -47,6 +47,7 @@ pub fn run(
             let name = snapshots::new_name(name, &known)?;
             let info = instance
                 .running()
+                .map_err(SnapshotError::from)?
                 .ok_or_else(|| SnapshotError::NotRunning(id.clone()))?;
             // For the clock after the save; a snapshot is taken without it too.
             let client = rt

@@ -29,7 +29,7 @@ fn options(instance: &Instance, info: &RuntimeInfo) -> Vec<String> {
 
 fn running(instance: &Instance) -> Result<RuntimeInfo, Error> {
     instance
-        .running()
+        .running()?
         .ok_or_else(|| AgentError::NotRunning(instance.paths.id.to_string()).into())
 }
 

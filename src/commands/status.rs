@@ -67,7 +67,10 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
         Condition::Running { pid, .. } => Some(pid),
         _ => None,
     };
-    let info = pid.and_then(|_| crate::lifecycle::RuntimeInfo::load(&paths.runtime_info()));
+    let info = match pid {
+        Some(_) => crate::lifecycle::RuntimeInfo::load(&paths.runtime_info())?,
+        None => None,
+    };
     let on_disk = disk::snapshots(&paths.overlay()).unwrap_or_default();
     let recorded = super::snapshot::recorded(&on_disk, &state);
     let snapshots = recorded.len();
@@ -206,7 +209,7 @@ fn describe(instance: &Instance) -> Result<(String, serde_json::Value), Error> {
             h.event
         );
     }
-    let changes = crate::lifecycle::reload::changes(instance);
+    let changes = crate::lifecycle::reload::changes(instance)?;
     let _ = write!(s, "{}", crate::drift::Report(&changes));
     Ok((
         s.trim_end().to_owned(),

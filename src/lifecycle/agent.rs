@@ -16,7 +16,7 @@ pub fn endpoint(instance: &Instance, info: &RuntimeInfo) -> Endpoint {
 /// A session with the agent of the running VM.
 pub async fn connect_agent(instance: &Instance, timeout: Duration) -> Result<Client, AgentError> {
     let name = instance.paths.id.to_string();
-    let Some(info) = instance.running() else {
+    let Some(info) = instance.running()? else {
         return Err(AgentError::NotRunning(name));
     };
     let options = ConnectOptions {

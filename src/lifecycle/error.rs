@@ -9,6 +9,8 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
     #[error(
         "Host port {port} on {bind} is already in use; free it or change `[[ports]] host = {port}` in rum.toml"
     )]
@@ -73,6 +75,8 @@ pub struct Injected(pub String);
 /// Reaching the guest agent of a running VM.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
     #[error("`{0}` is not running; start it with `rum up`")]
     NotRunning(String),
     #[error(
@@ -88,6 +92,8 @@ pub enum AgentError {
 /// Saving, loading and deleting snapshots, and what `rum snapshot` is asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
     #[error(transparent)]
     Qmp(#[from] rum_qmp::QmpError),
     #[error(transparent)]
@@ -193,6 +199,8 @@ impl DestroyError {
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+    #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Instance(#[from] instance::InstanceError),
@@ -266,6 +274,7 @@ impl LifecycleError {
             LifecycleError::Reload(e) => e.is_usage(),
             LifecycleError::Identity(_)
             | LifecycleError::State(_)
+            | LifecycleError::Record(_)
             | LifecycleError::Injected(_)
             | LifecycleError::Agent(_)
             | LifecycleError::AgentCall(_)

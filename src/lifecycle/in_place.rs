@@ -68,6 +68,7 @@ pub fn provision(
     let selected = which.select(&scripts(&instance.config)?)?;
     let info = instance
         .running()
+        .map_err(AgentError::from)?
         .ok_or_else(|| AgentError::NotRunning(id.clone()))?;
     let _lock = paths.lock("rum provision", LockWait::No)?;
     let mut state = State::load(&paths.state_file())?;

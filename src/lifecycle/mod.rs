@@ -27,6 +27,7 @@ pub use runtime::{MountRecord, RuntimeInfo};
 
 use crate::config::{self, Config};
 use crate::instance::{BaseDirs, InstanceId, InstancePaths};
+use crate::record::RecordError;
 use std::path::{Path, PathBuf};
 
 /// What a command works on: the project's rum.toml, or an instance named by
@@ -106,8 +107,10 @@ impl Instance {
     }
 
     /// How the VM was started, if its QEMU runs.
-    pub fn running(&self) -> Option<RuntimeInfo> {
-        self.qemu_pid()?;
+    pub fn running(&self) -> Result<Option<RuntimeInfo>, RecordError> {
+        if self.qemu_pid().is_none() {
+            return Ok(None);
+        }
         RuntimeInfo::load(&self.paths.runtime_info())
     }
 }

@@ -346,9 +346,9 @@ fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), Lifecycle
             source,
         }
     })?;
-    std::fs::write(
+    crate::fsutil::write_private(
         &path,
-        serde_json::to_vec_pretty(attempt).expect("serializes"),
+        &serde_json::to_vec_pretty(attempt).expect("serializes"),
     )
     .map_err(|source| LifecycleError::Write { path, source })
 }

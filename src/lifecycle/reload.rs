@@ -10,6 +10,7 @@ use crate::drift::{Applied, Applies, Change, Mounts, Report};
 use crate::exit::Exit;
 use crate::instance::LockWait;
 use crate::output::Reporter;
+use crate::record::RecordError;
 use crate::state::{Plugged, ShareRecord, State};
 use crate::vm::qemu_args::{NETDEV, hostfwd_rule, hostfwd_source};
 use crate::vm::spec::Forward;
@@ -21,7 +22,7 @@ const CONNECT: Duration = Duration::from_secs(10);
 const AGENT: Duration = Duration::from_secs(60);
 
 /// How rum.toml differs from what the VM has.
-pub fn changes(instance: &Instance) -> Vec<Change> {
+pub fn changes(instance: &Instance) -> Result<Vec<Change>, RecordError> {
     crate::drift::changes(
         &instance.paths.applied(),
         &instance.config,
@@ -37,10 +38,10 @@ fn mounts(instance: &Instance) -> Mounts {
 }
 
 /// Prints the changes (one block, or a `drift` event) and returns them.
-pub fn report(instance: &Instance, reporter: &Reporter) -> Vec<Change> {
-    let changes = changes(instance);
+pub fn report(instance: &Instance, reporter: &Reporter) -> Result<Vec<Change>, RecordError> {
+    let changes = changes(instance)?;
     show(&changes, reporter);
-    changes
+    Ok(changes)
 }
 
 pub fn show(changes: &[Change], reporter: &Reporter) {
@@ -58,7 +59,8 @@ pub fn record(instance: &Instance, kinds: &[Applies]) {
 /// `record`, for a VM whose state is not on disk yet.
 pub fn record_with(instance: &Instance, mounts: &Mounts, kinds: &[Applies]) {
     let path = instance.paths.applied();
-    let mut applied = Applied::load(&path).unwrap_or_default();
+    // A damaged record is replaced: the settings just applied are the truth.
+    let mut applied = Applied::load(&path).ok().flatten().unwrap_or_default();
     let kinds = if applied.facts.is_empty() {
         &Applies::ALL[..]
     } else {
@@ -77,8 +79,8 @@ pub fn reload(
     dry_run: bool,
     reporter: &Reporter,
 ) -> Result<Exit, LifecycleError> {
-    let changes = report(instance, reporter);
-    let Some(info) = instance.running() else {
+    let changes = report(instance, reporter)?;
+    let Some(info) = instance.running()? else {
         reporter.result(
             &format!(
                 "`{}` is not running; `rum up` starts it with the port forwards and mounts of rum.toml",
@@ -163,7 +165,7 @@ pub fn apply_live_or_warn(
         Ok(now) => now,
         Err(e) => {
             reporter.warn(&format!("Could not apply rum.toml's ports and mounts: {e}"));
-            instance.running().unwrap_or(info)
+            instance.running().ok().flatten().unwrap_or(info)
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn retry(
         return Err(SnapshotError::NotRecorded(PRE_PROVISION.into()).into());
     }
     // What a retry cannot apply: named at the end, or refused up front.
-    let unapplied: Vec<_> = reload::changes(instance)
+    let unapplied: Vec<_> = reload::changes(instance)?
         .into_iter()
         .filter(|c| !c.applies.is_applied_by_retry())
         .collect();

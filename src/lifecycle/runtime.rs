@@ -3,6 +3,7 @@
 
 use super::error::UpError;
 use crate::instance::InstancePaths;
+use crate::record::{self, Record, RecordError};
 use crate::state::DeviceSet;
 use crate::vm::spec::{Accel, FirmwareKind, Forward, Transport};
 use serde::{Deserialize, Serialize};
@@ -39,13 +40,19 @@ pub struct MountRecord {
     pub target: String,
 }
 
+impl Record for RuntimeInfo {
+    const RECOVERY: &'static str =
+        "`rum down --force` stops the VM, and the next `rum up` writes it again";
+}
+
 impl RuntimeInfo {
-    pub fn load(path: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    /// The record; `None` when there is none (the VM is not running).
+    pub fn load(path: &Path) -> Result<Option<Self>, RecordError> {
+        record::load(path)
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_private(path, &serde_json::to_vec_pretty(self).expect("serializes"))
+        record::save(self, path)
     }
 
     /// Saves it as the VM's `vm.json`, a failure named with the path.

@@ -272,7 +272,7 @@ pub fn restore(
         _ => None,
     };
     let load = |info: &RuntimeInfo| load(instance, info, tag, ram.as_ref(), rt, reporter);
-    let running = match instance.running() {
+    let running = match instance.running()? {
         // Other shares plugged in than the snapshot had: a QEMU started
         // afresh with the snapshot's loads it; this one cannot.
         Some(info) if record.devices.differs_only_in_plugged(&info.devices) => {
@@ -407,7 +407,7 @@ pub fn delete(
 /// started just for that (no guest, only the disks).
 fn delete_from_disks(instance: &Instance, tags: &[String]) -> Result<(), LifecycleError> {
     let rt = super::runtime();
-    if let Some(info) = instance.running() {
+    if let Some(info) = instance.running()? {
         return rt.block_on(async {
             let qmp = connect(&instance.paths.qmp_socket()).await?;
             delete_all(&qmp, tags, &info.snapshot_nodes).await

@@ -49,7 +49,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     let (client, info) = match instance.qemu_pid() {
         Some(pid) => {
             guard.disarm();
-            reload::report(instance, reporter);
+            reload::report(instance, reporter)?;
             match readiness(&state) {
                 Readiness::Ready => return Ok(already_up(instance, pid, reporter)),
                 Readiness::Failed(milestone) => {
@@ -59,7 +59,9 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
             }
             // An earlier `up` was stopped (killed, interrupted) with QEMU
             // left running: this one finishes its work on that QEMU.
-            let info = instance.running().ok_or(UpError::NoRuntimeRecord { pid })?;
+            let info = instance
+                .running()?
+                .ok_or(UpError::NoRuntimeRecord { pid })?;
             reporter.line("Finishing what an earlier `rum up` left undone");
             let client = boot::await_guest(instance, &mut state, &info, &rt, reporter)?;
             (client, info)
@@ -72,7 +74,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
             let info = reload::apply_live_or_warn(instance, info, &client, &rt, reporter);
             if !fresh {
                 // What this boot did not apply (it applied forwards and shares).
-                reload::report(instance, reporter);
+                reload::report(instance, reporter)?;
             }
             (client, info)
         }

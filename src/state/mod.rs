@@ -8,6 +8,7 @@ pub use snapshot::{
     DeviceSet, DevicesChanged, Plugged, RamCopy, RamKind, ShareRecord, SnapshotRecord,
 };
 
+use crate::record::{self, Record, RecordError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,20 +156,14 @@ pub struct State {
     pub vm_generation_id: bool,
 }
 
+impl Record for State {
+    const RECOVERY: &'static str = "move it away to start the instance's record afresh";
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("Cannot read {}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is damaged ({source}); move it away to start the instance's record afresh", .path.display())]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("Cannot write {}", .path.display())]
     Write {
         path: PathBuf,
@@ -183,23 +178,12 @@ const MAX_HISTORY: usize = 500;
 impl State {
     /// Reads the state file; a missing file is a fresh state.
     pub fn load(path: &Path) -> Result<Self, StateError> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(StateError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        Ok(record::load(path)?.unwrap_or_default())
     }
 
     /// Writes atomically (temporary file, then rename), mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        crate::fsutil::write_private(path, &bytes).map_err(|source| StateError::Write {
+        record::save(self, path).map_err(|source| StateError::Write {
             path: path.to_path_buf(),
             source,
         })
