@@ -205,6 +205,58 @@ fn random_files(rng: &mut Rng) -> Vec<IsoFile<'static>> {
         .collect()
 }
 
+/// Each file's bytes as `isoinfo` extracts them through Rock Ridge.
+fn assert_isoinfo_reads_back(files: &[IsoFile<'_>]) {
+    let (_dir, iso) = build(files);
+    for file in files {
+        let out = Command::new("isoinfo")
+            .args(["-R", "-i"])
+            .arg(&iso)
+            .arg("-x")
+            .arg(format!("/{}", file.name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "isoinfo on {:?}", file.name);
+        assert!(
+            out.stdout == file.data.as_ref(),
+            "isoinfo bytes of {:?}: {} against {}",
+            file.name,
+            out.stdout.len(),
+            file.data.len()
+        );
+    }
+}
+
+#[test]
+fn random_file_sets_read_back_through_isoinfo() {
+    if !have("isoinfo", "genisoimage") {
+        return;
+    }
+    let mut rng = Rng(0x5EED_1234_ABCD_0002);
+    for case in 0..8 {
+        let files = random_files(&mut rng);
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        let result = std::panic::catch_unwind(|| assert_isoinfo_reads_back(&files));
+        assert!(result.is_ok(), "case {case} failed; names: {names:?}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+    /// Any name and mode: written, or refused with an error naming it.
+    #[test]
+    fn any_name_is_written_or_refused_by_name(name in proptest::prelude::any::<String>(), mode in 0u32..0o20000) {
+        match write("cidata", &[IsoFile::new(name.clone(), b"x".as_slice(), mode)], &mut Vec::new()) {
+            Ok(size) => proptest::prop_assert!(size % 2048 == 0),
+            Err(e) => {
+                let text = e.to_string();
+                proptest::prop_assert!(text.contains(&name) || text.contains("mode"), "{}", text);
+            }
+        }
+    }
+}
+
 #[test]
 fn random_file_sets_read_back() {
     if !have("bsdtar", "libarchive-tools") {
