@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// Where `rum` is killed.
+#[derive(Clone, Copy)]
 pub enum At<'a> {
     /// Once its output shows this line, after a delay.
     Line(&'a str, Duration),

@@ -8,6 +8,7 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+mod audit;
 mod firmware;
 mod gate;
 mod guest;
@@ -25,6 +26,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use audit::exposed;
 pub use firmware::Firmware;
 pub use gate::Tools;
 pub use guest::{Guest, GuestBuilder};
