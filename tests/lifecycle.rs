@@ -48,6 +48,95 @@ fn http_get(port: u16) -> Option<String> {
     Some(body)
 }
 
+/// The security audit of a VM that is up, with a snapshot of its own: what
+/// rum made on the host is the user's alone, QEMU forwards only loopback
+/// ports, the guest takes no passwords and the agent listens on no network
+/// socket, and a guest whose host key changed is refused by `rum ssh`.
+fn audit(env: &E2e, data: &std::path::Path) {
+    env.rum(&["snapshot", "create", "audited"]).assert_success();
+    let uid = nix::unistd::getuid().as_raw();
+    let shm = std::path::PathBuf::from(format!("/dev/shm/rum-{uid}"));
+    let mut exposed = Vec::new();
+    for dir in [
+        env.xdg.data.join("rum"),
+        env.xdg.runtime.join("rum"),
+        env.xdg.cache.join("rum"),
+        shm,
+    ] {
+        exposed.extend(support::exposed(&dir));
+    }
+    assert!(
+        exposed.is_empty(),
+        "open to other users:\n{}",
+        exposed.join("\n")
+    );
+    assert!(
+        data.join("ram/audited.ram").is_file(),
+        "the audit saw the RAM copy"
+    );
+
+    let status = json(&env.rum(&["-o", "json", "status"]));
+    let pid = status["data"]["pid"].as_u64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let forwards: Vec<&str> = cmdline
+        .split(',')
+        .filter(|p| p.starts_with("hostfwd="))
+        .collect();
+    assert_eq!(
+        forwards.len(),
+        2,
+        "SSH and the one [[ports]] entry: {cmdline}"
+    );
+    for forward in &forwards {
+        assert!(forward.starts_with("hostfwd=tcp:127.0.0.1:"), "{forward}");
+    }
+    assert!(
+        !cmdline.contains("tcp:0.0.0.0") && !cmdline.contains(",host="),
+        "{cmdline}"
+    );
+
+    let root = |command: &str| {
+        let run = env.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
+        run.assert_success();
+        run.stdout.clone()
+    };
+    let sshd = root(
+        "sshd -T | grep -Ei '^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) '",
+    );
+    assert!(sshd.contains("passwordauthentication no"), "{sshd}");
+    assert!(sshd.contains("kbdinteractiveauthentication no"), "{sshd}");
+    let locked = root("passwd -S dev | cut -d' ' -f2");
+    assert_eq!(locked.trim(), "L", "the user's password is locked");
+    let listening = root("ss -Hlntup");
+    let tcp: Vec<&str> = listening.lines().filter(|l| l.starts_with("tcp")).collect();
+    assert!(
+        !tcp.is_empty() && tcp.iter().all(|l| l.contains("\"sshd\"")),
+        "{listening}"
+    );
+    assert!(!listening.contains("rum-agent"), "{listening}");
+
+    // A new host key in the guest: `rum ssh` refuses it, then the old one
+    // is put back.
+    root(
+        "cp -p /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub /root/ && rm /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && systemctl restart ssh",
+    );
+    let refused = env.rum(&["ssh", "--", "true"]);
+    assert_ne!(refused.status.code(), Some(0), "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || refused.stderr.contains("Host key verification failed"),
+        "{refused}"
+    );
+    root(
+        "cp -p /root/ssh_host_ed25519_key /root/ssh_host_ed25519_key.pub /etc/ssh/ && systemctl restart ssh",
+    );
+    env.rum(&["ssh", "--", "true"]).assert_success();
+    env.rum(&["snapshot", "delete", "audited"]).assert_success();
+}
+
 #[test]
 fn bios_vm_lifecycle() {
     let Some(env) = support::e2e() else { return };
@@ -209,6 +298,7 @@ fn bios_vm_lifecycle() {
         schema.status.success() && schema.stdout.contains("Valid cloud-config"),
         "{schema}"
     );
+    audit(&env, &data);
     let uname = env.rum(&["exec", "--", "uname", "-s"]);
     uname.assert_success();
     assert_eq!(uname.stdout.trim(), "Linux");

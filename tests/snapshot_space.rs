@@ -44,6 +44,22 @@ fn fill_with_snapshots(env: &E2e, data: &Path, after: impl Fn(usize)) -> Vec<Str
     panic!("the small disk never filled up");
 }
 
+/// Writes `file` until the filesystem has no byte left.
+fn fill_up(file: &Path) {
+    use std::io::Write;
+    let mut out = std::fs::File::create(file).unwrap();
+    let block = vec![0xa5u8; 1 << 20];
+    loop {
+        match out.write(&block) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let small = [0xa5u8; 512];
+    while out.write(&small).is_ok_and(|n| n > 0) {}
+    let _ = out.sync_all();
+}
+
 #[test]
 fn snapshots_on_a_disk_that_fills_up() {
     let Some(env) = support::e2e() else { return };
@@ -70,6 +86,41 @@ fn snapshots_on_a_disk_that_fills_up() {
     for name in &saved {
         assert!(list.stdout.contains(name.as_str()), "{name} lost: {list}");
     }
+
+    // Not a byte left: a delete still deletes, says its record could not
+    // be written, and the next command goes by what the image holds.
+    let filler = disk.mount.join("filler");
+    fill_up(&filler);
+    let delete = rum(&env, &data, &[], &["snapshot", "delete", "s0"]);
+    delete.assert_success();
+    assert!(
+        delete
+            .stderr
+            .contains("The snapshot is deleted, but its record could not be updated"),
+        "{delete}"
+    );
+    let list = rum(&env, &data, &[], &["snapshot", "list"]);
+    assert!(!list.stdout.contains("s0"), "{list}");
+    std::fs::remove_file(&filler).unwrap();
+    let state_file = std::fs::read_dir(data.join("rum"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("state.json");
+    let recorded = |name: &str| {
+        std::fs::read_to_string(&state_file)
+            .unwrap()
+            .contains(&format!("\"{name}\""))
+    };
+    let deleted = rum(&env, &data, &[], &["snapshot", "delete", "s1"]);
+    deleted.assert_success();
+    assert!(
+        !recorded("s0") && !recorded("s1"),
+        "the record agrees with the image again"
+    );
+    let saved = &saved[2..];
     rum(&env, &data, &[], &["down", "--force"]).assert_success();
     let overlay = std::fs::read_dir(data.join("rum"))
         .unwrap()
@@ -97,7 +148,7 @@ fn snapshots_on_a_disk_that_fills_up() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
-    for name in &saved {
+    for name in saved {
         assert!(
             listed.contains(name.as_str()),
             "{name} missing from the image: {listed}"

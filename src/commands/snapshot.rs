@@ -38,7 +38,7 @@ pub fn run(
         return Err(AgentError::NotRunning(id).into());
     }
     let _lock = instance.paths.lock("rum snapshot", LockWait::No)?;
-    let mut state = State::load(&instance.paths.state_file())?;
+    let mut state = snapshots::load_state(&instance)?;
     let known: Vec<String> = on_disk.iter().map(|s| s.name.clone()).collect();
     let rt = runtime();
     match action {
@@ -82,11 +82,15 @@ pub fn run(
         Action::Delete(name) => {
             snapshots::existing(name, &known)?;
             let step = reporter.step(format!("Deleting `{name}`"));
-            if let Err(e) = snapshots::delete(&instance, &mut state, &[name.to_owned()]) {
-                step.fail(&e.to_string());
-                return Err(e.into());
-            }
+            let deleted = match snapshots::delete(&instance, &mut state, &[name.to_owned()]) {
+                Ok(deleted) => deleted,
+                Err(e) => {
+                    step.fail(&e.to_string());
+                    return Err(e.into());
+                }
+            };
             step.done();
+            deleted.warn(reporter);
             reporter.result(
                 &format!("Deleted `{name}`"),
                 &serde_json::json!({ "deleted": name }),

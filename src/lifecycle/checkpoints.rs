@@ -186,6 +186,24 @@ mod tests {
     }
 
     #[test]
+    fn records_of_snapshots_the_disk_lacks_are_dropped() {
+        let mut state = State::default();
+        state
+            .snapshots
+            .insert(PRE_PROVISION.into(), record(1, None));
+        state.snapshots.insert("step-one".into(), record(2, None));
+        state.snapshots.insert("mine".into(), record(3, None));
+        let gone = state.reconcile(&[PRE_PROVISION, "mine", "unrecorded"]);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "step-one");
+        assert_eq!(
+            state.snapshots.keys().collect::<Vec<_>>(),
+            [&"mine".to_owned(), &PRE_PROVISION.to_owned()]
+        );
+        assert!(state.reconcile(&[PRE_PROVISION, "mine"]).is_empty());
+    }
+
+    #[test]
     fn a_key_covers_every_step_before_it() {
         let pre = record(1, None);
         let a = [

@@ -271,11 +271,12 @@ fn keep_checkpoint(
     let prune = checkpoints::to_prune(state, &keys, budget, &tag);
     if !prune.is_empty() {
         match snapshots::delete(instance, state, &prune) {
-            Ok(()) => {
+            Ok(deleted) => {
                 reporter.note(&format!(
                     "Deleted checkpoint {} to keep at most {budget} ([advanced] checkpoints)",
                     prune.join(", ")
                 ));
+                deleted.warn(reporter);
             }
             Err(e) => reporter.warn(&format!("Could not delete old checkpoints: {e}")),
         }

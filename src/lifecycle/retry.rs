@@ -60,7 +60,7 @@ pub fn retry(
         return super::up::up(instance, reporter);
     }
     let _lock = paths.lock("rum retry", LockWait::No)?;
-    let mut state = State::load(&paths.state_file())?;
+    let mut state = snapshots::load_state(instance)?;
     if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);
     }
@@ -114,7 +114,11 @@ pub fn retry(
                 let why = format!("the `{tag}` checkpoint could not be loaded: {e}");
                 reporter.warn(&format!("{why}; falling back to an earlier one"));
                 state.retrying(Milestone::SnapshotTaken, failures, 0, &why);
-                if snapshots::delete(instance, &mut state, std::slice::from_ref(&tag)).is_err() {
+                if let Ok(deleted) =
+                    snapshots::delete(instance, &mut state, std::slice::from_ref(&tag))
+                {
+                    deleted.warn(reporter);
+                } else {
                     state.snapshots.remove(&tag);
                     state.save(&paths.state_file())?;
                 }
@@ -203,14 +207,16 @@ fn drop_snapshots(
     }
     let step = reporter.step(format!("Deleting {}", tags.join(", ")));
     match snapshots::delete(instance, state, &tags) {
-        Ok(()) => step.done(),
+        Ok(_) => step.done(),
         Err(e) => {
             step.fail(&e.to_string());
             return Err(e);
         }
     }
     state.reset(Milestone::SnapshotTaken);
-    state.save(&instance.paths.state_file())?;
+    // This write holds the delete's records too: it alone is worth a warning.
+    let unrecorded = state.save(&instance.paths.state_file()).err();
+    snapshots::Deleted { unrecorded }.warn(reporter);
     reporter.result(
         &format!(
             "Deleted {}; `rum retry` now needs a new `rum up` on a fresh VM",

@@ -5,7 +5,7 @@
 
 use super::agent::connect_agent;
 use super::boot::{self, Restoring};
-use super::checkpoints::is_rums;
+use super::checkpoints::{PRE_PROVISION, is_rums};
 use super::error::{LifecycleError, SnapshotError};
 use super::{Instance, RuntimeInfo};
 use crate::clock::unix_now;
@@ -13,7 +13,7 @@ use crate::guard::Guard;
 use crate::instance::InstancePaths;
 use crate::output::Reporter;
 use crate::ram::RamFile;
-use crate::state::{DeviceSet, RamCopy, RamKind, SnapshotRecord, State};
+use crate::state::{DeviceSet, RamCopy, RamKind, SnapshotRecord, State, StateError};
 use crate::vm;
 use crate::vm::spec::{ROOT_NODE, node_files, snapshot_nodes};
 use rum_agent::Client;
@@ -383,24 +383,85 @@ pub fn delete(
     instance: &Instance,
     state: &mut State,
     tags: &[String],
-) -> Result<(), LifecycleError> {
+) -> Result<Deleted, LifecycleError> {
+    let file = instance.paths.state_file();
     let records: Vec<_> = tags
         .iter()
         .filter_map(|t| state.snapshots.remove_entry(t))
         .collect();
-    state.save(&instance.paths.state_file())?;
+    // Records first, so a killed delete never leaves one naming a deleted
+    // snapshot; on a full disk the delete goes on, as it is what frees space.
+    let unrecorded = state.save(&file).err();
     let deleted = delete_from_disks(instance, tags);
-    if deleted.is_err() {
+    if let Err(e) = deleted {
         state.snapshots.extend(records);
-        state.save(&instance.paths.state_file())?;
-        return deleted;
+        if unrecorded.is_none() {
+            state.save(&file)?;
+        }
+        return Err(e);
     }
     for (_, record) in records {
         if let Some(copy) = record.ram {
             crate::ram::remove_copy(&copy.file);
         }
     }
-    deleted
+    let unrecorded = match unrecorded {
+        Some(_) => state.save(&file).err(),
+        None => None,
+    };
+    Ok(Deleted { unrecorded })
+}
+
+/// The VM's state, its snapshot records made to agree with the snapshots
+/// the overlay holds (a delete or a save may have happened on a disk too
+/// full for its record). A RAM copy whose snapshot is gone is removed, and
+/// without `pre-provision` the snapshot milestone is undone.
+pub fn load_state(instance: &Instance) -> Result<State, LifecycleError> {
+    let paths = &instance.paths;
+    let mut state = State::load(&paths.state_file())?;
+    if state.snapshots.is_empty() {
+        return Ok(state);
+    }
+    let Ok(on_disk) = crate::disk::snapshots(&paths.overlay()) else {
+        return Ok(state);
+    };
+    let names: Vec<&str> = on_disk.iter().map(|s| s.name.as_str()).collect();
+    let gone = state.reconcile(&names);
+    if gone.is_empty() {
+        return Ok(state);
+    }
+    for (tag, record) in &gone {
+        tracing::info!("the overlay has no snapshot `{tag}`: its record is dropped");
+        if let Some(copy) = &record.ram {
+            crate::ram::remove_copy(&copy.file);
+        }
+    }
+    if !state.snapshots.contains_key(PRE_PROVISION) {
+        state.reset(crate::state::Milestone::SnapshotTaken);
+    }
+    if let Err(e) = state.save(&paths.state_file()) {
+        tracing::warn!("{e}");
+    }
+    Ok(state)
+}
+
+/// Snapshots deleted from the disks; their records possibly not.
+#[must_use]
+pub struct Deleted {
+    /// Why `state.json` could not be written (a full disk); the next
+    /// command takes the snapshots on disk as the truth.
+    pub unrecorded: Option<StateError>,
+}
+
+impl Deleted {
+    /// Warns when the record of the delete could not be written.
+    pub fn warn(&self, reporter: &Reporter) {
+        if let Some(e) = &self.unrecorded {
+            reporter.warn(&format!(
+                "The snapshot is deleted, but its record could not be updated ({e}); the next command goes by the snapshots the disk holds"
+            ));
+        }
+    }
 }
 
 /// Deletes `tags` through the VM's QEMU when it runs, else through a QEMU

@@ -44,7 +44,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         crate::fsutil::write_private(&path, &bytes)
             .map_err(|source| super::error::UpError::Write { path, source })?;
     }
-    let mut state = State::load(&paths.state_file())?;
+    let mut state = super::snapshots::load_state(instance)?;
     let rt = runtime();
     let (client, info) = match instance.qemu_pid() {
         Some(pid) => {

@@ -233,6 +233,20 @@ impl State {
         }
     }
 
+    /// Drops the records of snapshots the disk does not hold (a delete whose
+    /// record could not be written): the disk is the truth. Returns them.
+    pub fn reconcile(&mut self, on_disk: &[&str]) -> Vec<(String, SnapshotRecord)> {
+        let gone: Vec<String> = self
+            .snapshots
+            .keys()
+            .filter(|tag| !on_disk.contains(&tag.as_str()))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|tag| self.snapshots.remove_entry(&tag))
+            .collect()
+    }
+
     /// The first milestone that has failed or is still in progress.
     pub fn unfinished(&self) -> Option<(Milestone, &MilestoneState)> {
         self.milestones

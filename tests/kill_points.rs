@@ -1,0 +1,208 @@
+//! `rum` killed with SIGKILL at every milestone of its commands, one after
+//! another on one VM: a fresh `rum up` at each bring-up step, `rum retry`
+//! during the restore, a provisioning step and a checkpoint save, `rum
+//! snapshot create/restore/delete` while QEMU runs their job, `rum down` and
+//! `rum destroy`. After each kill the next natural command succeeds, no QEMU
+//! or virtiofsd is duplicated, nothing that existed before is gone, and
+//! `state.json` parses; at the end `qemu-img check` is clean. One boot.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{At, E2e};
+
+fn instance_dir(env: &E2e) -> Option<PathBuf> {
+    std::fs::read_dir(env.xdg.data.join("rum"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+}
+
+/// QEMU processes of this test (rum renames them `rum-<id>`).
+fn qemus(env: &E2e) -> usize {
+    env.procs
+        .strays()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system"))
+        })
+        .count()
+}
+
+/// What must hold after any kill: the record parses, at most one QEMU, the
+/// files that were there still are.
+fn check_after(env: &E2e, what: &str, kept: &[PathBuf]) {
+    let status = env.rum(&["-o", "json", "status"]);
+    assert!(status.status.success(), "status after {what}: {status}");
+    if let Some(dir) = instance_dir(env) {
+        let state = std::fs::read(dir.join("state.json")).unwrap_or_else(|_| b"{}".to_vec());
+        serde_json::from_slice::<serde_json::Value>(&state)
+            .unwrap_or_else(|e| panic!("state.json after {what}: {e}"));
+    }
+    assert!(qemus(env) <= 1, "a second QEMU after {what}");
+    for file in kept {
+        assert!(file.exists(), "{} is gone after {what}", file.display());
+    }
+}
+
+fn qemu_img_check(overlay: &Path) {
+    let check = Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(overlay)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "qemu-img check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn every_command_killed_at_every_step_is_recovered_by_the_next() {
+    let Some(env) = support::e2e() else { return };
+    let steps = env.project.join("provision");
+    std::fs::create_dir_all(&steps).unwrap();
+    std::fs::write(steps.join("one.sh"), "echo 1 >> /var/tmp/one\n").unwrap();
+    std::fs::write(steps.join("two.sh"), "echo 2 >> /var/tmp/two\n").unwrap();
+    env.write_rum_toml(
+        "[[provision.system]]\nname = \"one\"\nfile = \"provision/one.sh\"\n\n[[provision.system]]\nname = \"two\"\nfile = \"provision/two.sh\"\n",
+    );
+    let mut recovered = Vec::new();
+
+    // A fresh `rum up`, killed at each bring-up step; each next `rum up`
+    // goes on from where the last one was killed.
+    let bring_up: &[(&str, At)] = &[
+        (
+            "resolving the image",
+            At::Line("… Resolving the image", Duration::ZERO),
+        ),
+        (
+            "creating the overlay",
+            At::Line("… Creating the disk overlay", Duration::ZERO),
+        ),
+        (
+            "building the seed",
+            At::Line("… Building the cloud-init seed", Duration::ZERO),
+        ),
+        ("starting QEMU", At::Line("… Starting QEMU", Duration::ZERO)),
+        (
+            "waiting for the agent",
+            At::Line("… Waiting for the guest agent", Duration::from_secs(1)),
+        ),
+        (
+            "waiting for cloud-init",
+            At::Line("… Waiting for cloud-init to finish", Duration::ZERO),
+        ),
+        ("saving pre-provision", At::Job("rum-save-pre-provision")),
+        (
+            "running a step",
+            At::Line("… one", Duration::from_millis(200)),
+        ),
+        ("saving a step checkpoint", At::Job("rum-save-step-one")),
+    ];
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for (what, at) in bring_up {
+        env.kill_rum(&["up", "-d"], *at);
+        check_after(&env, &format!("up killed {what}"), &kept);
+        recovered.push(format!("up: {what}"));
+        if let Some(dir) = instance_dir(&env) {
+            for file in ["disk.qcow2", "seed.iso", "ssh/id_ed25519"] {
+                let path = dir.join(file);
+                if path.exists() && !kept.contains(&path) {
+                    kept.push(path);
+                }
+            }
+        }
+    }
+    let up = env.rum(&["up", "-d"]);
+    up.assert_success();
+    let dir = instance_dir(&env).unwrap();
+    let overlay = dir.join("disk.qcow2");
+    let inode = std::fs::metadata(&overlay).unwrap().ino();
+    assert_eq!(
+        env.guest_sh("cat /var/tmp/one /var/tmp/two"),
+        "1\n2\n",
+        "each step ran once"
+    );
+    check_after(&env, "the last up", &kept);
+
+    // `rum retry`, killed during the restore, a step and a checkpoint save.
+    std::fs::write(steps.join("two.sh"), "echo 2b >> /var/tmp/two\n").unwrap();
+    let retry: &[(&str, At)] = &[
+        ("restoring", At::Job("rum-load-step-one")),
+        (
+            "running a step",
+            At::Line("… two", Duration::from_millis(200)),
+        ),
+        ("saving a checkpoint", At::Job("rum-save-post-system")),
+    ];
+    for (what, at) in retry {
+        env.kill_rum(&["retry"], *at);
+        check_after(&env, &format!("retry killed {what}"), &kept);
+        recovered.push(format!("retry: {what}"));
+    }
+    env.rum(&["retry"]).assert_success();
+    assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2b\n");
+
+    // Snapshots, killed while QEMU runs their job.
+    env.kill_rum(&["snapshot", "create", "s1"], At::Job("rum-save-s1"));
+    check_after(&env, "snapshot create killed", &kept);
+    env.rum(&["snapshot", "create", "s1"]).assert_success();
+    env.guest_sh("echo after > /var/tmp/after");
+    env.kill_rum(&["snapshot", "restore", "s1"], At::Job("rum-load-s1"));
+    check_after(&env, "snapshot restore killed", &kept);
+    env.rum(&["snapshot", "restore", "s1"]).assert_success();
+    assert_eq!(
+        env.guest_sh("cat /var/tmp/after 2>/dev/null || echo none"),
+        "none\n"
+    );
+    env.kill_rum(&["snapshot", "delete", "s1"], At::Job("rum-delete-s1"));
+    check_after(&env, "snapshot delete killed", &kept);
+    let again = env.rum(&["snapshot", "delete", "s1"]);
+    let list = env.rum(&["snapshot", "list"]);
+    assert!(
+        !list.stdout.contains("s1"),
+        "s1 deleted in the end: {again}\n{list}"
+    );
+    for what in ["snapshot create", "snapshot restore", "snapshot delete"] {
+        recovered.push(what.to_owned());
+    }
+
+    // `rum down`, killed while the VM stops; `rum down` again finishes it.
+    env.kill_rum(
+        &["down"],
+        At::Line("… Stopping the VM", Duration::from_millis(300)),
+    );
+    check_after(&env, "down killed", &kept);
+    env.rum(&["down"]).assert_success();
+    assert_eq!(qemus(&env), 0);
+    recovered.push("down".into());
+    assert_eq!(
+        std::fs::metadata(&overlay).unwrap().ino(),
+        inode,
+        "the overlay is the same file"
+    );
+    qemu_img_check(&overlay);
+
+    // `rum destroy`, killed while it removes files; the next one finishes.
+    env.kill_rum(
+        &["destroy", "-f"],
+        At::Line("… Removing the instance's files", Duration::ZERO),
+    );
+    env.rum(&["destroy", "-f"]).assert_success();
+    assert!(instance_dir(&env).is_none(), "destroy leaves nothing");
+    recovered.push("destroy".into());
+    assert!(env.procs.strays().is_empty());
+    eprintln!(
+        "{} kill points recovered: {}",
+        recovered.len(),
+        recovered.join(", ")
+    );
+}
