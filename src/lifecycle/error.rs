@@ -38,6 +38,16 @@ pub enum UpError {
     )]
     NoProgress(Duration),
     #[error(
+        "The guest stopped booting: its console printed nothing new for {}s (its last line came {}s after QEMU started) and its agent does not answer.\nLast console lines:\n{console}\n{}",
+        .silent.as_secs(), .last_output.as_secs(), stall_hint(*.accel)
+    )]
+    Stalled {
+        silent: Duration,
+        last_output: Duration,
+        accel: crate::vm::spec::Accel,
+        console: String,
+    },
+    #[error(
         "The guest agent did not answer within {timeout:?} ({last}). The console log is {}; with a slow accelerator, try RUM_BOOT_TIMEOUT=<seconds> or RUM_ACCEL=tcg if KVM hangs", .serial_log.display()
     )]
     AgentTimeout {
@@ -279,6 +289,17 @@ impl LifecycleError {
             | LifecycleError::Agent(_)
             | LifecycleError::AgentCall(_)
             | LifecycleError::Write { .. } => false,
+        }
+    }
+}
+
+fn stall_hint(accel: crate::vm::spec::Accel) -> &'static str {
+    match accel {
+        crate::vm::spec::Accel::Kvm => {
+            "KVM may not run guests on this host (nested virtualisation often hangs them): run with RUM_ACCEL=tcg or set `[advanced] accel = \"tcg\"`"
+        }
+        crate::vm::spec::Accel::Tcg => {
+            "Under TCG a busy host can be slow: RUM_STALL_TIMEOUT=<seconds> waits longer for the console"
         }
     }
 }

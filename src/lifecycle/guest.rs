@@ -8,6 +8,7 @@ use super::{Instance, RuntimeInfo};
 use crate::output::Reporter;
 use crate::state::{Milestone, State};
 use crate::vm::process;
+use crate::vm::spec::Accel;
 use rum_agent::{Client, ConnectOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,6 +18,11 @@ use std::time::{Duration, Instant};
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// A guest that has printed nothing on its console by then is stuck.
 const NO_PROGRESS_AFTER: Duration = Duration::from_secs(90);
+/// A console that stops growing for this long before the agent answers is
+/// a stalled boot: KVM guests print within seconds, TCG ones on a busy host
+/// can pause for a minute or more. `RUM_STALL_TIMEOUT` (seconds) overrides.
+const STALL_KVM: Duration = Duration::from_secs(45);
+const STALL_TCG: Duration = Duration::from_secs(300);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_millis(500);
 
@@ -36,7 +42,16 @@ pub fn wait_for_agent(
         .unwrap_or(DEFAULT_BOOT_TIMEOUT);
     let endpoint = endpoint(instance, info);
     let serial_log = instance.paths.serial_log();
+    let stall = std::env::var("RUM_STALL_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(match info.accel {
+            Accel::Kvm => STALL_KVM,
+            Accel::Tcg => STALL_TCG,
+        });
     let started = Instant::now();
+    let mut console = Console::new(started);
     let mut delay = BACKOFF_START;
     let mut attempt = 0;
     loop {
@@ -56,9 +71,26 @@ pub fn wait_for_agent(
             Err(e) => e.to_string(),
         };
         attempt += 1;
-        let console = std::fs::metadata(&serial_log).map(|m| m.len()).unwrap_or(0);
-        if console == 0 && started.elapsed() > NO_PROGRESS_AFTER {
-            return Err(UpError::NoProgress(NO_PROGRESS_AFTER).into());
+        let now = Instant::now();
+        console.observe(
+            std::fs::metadata(&serial_log).map(|m| m.len()).unwrap_or(0),
+            now,
+        );
+        match console.verdict(now, stall) {
+            Verdict::Progressing => {}
+            Verdict::Silent => return Err(UpError::NoProgress(NO_PROGRESS_AFTER).into()),
+            Verdict::Stalled {
+                silent,
+                last_output,
+            } => {
+                return Err(UpError::Stalled {
+                    silent,
+                    last_output,
+                    accel: info.accel,
+                    console: tail(&serial_log, 20),
+                }
+                .into());
+            }
         }
         if started.elapsed() + delay > timeout {
             return Err(UpError::AgentTimeout {
@@ -77,6 +109,55 @@ pub fn wait_for_agent(
         let _ = state.save(&instance.paths.state_file());
         std::thread::sleep(delay);
         delay = (delay * 2).min(BACKOFF_CAP);
+    }
+}
+
+/// What the console log's growth says of a boot whose agent has not answered.
+struct Console {
+    started: Instant,
+    len: u64,
+    grew_at: Instant,
+}
+
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Progressing,
+    /// Nothing printed since QEMU started, for `NO_PROGRESS_AFTER`.
+    Silent,
+    /// Printed, then nothing new for the stall limit.
+    Stalled {
+        silent: Duration,
+        last_output: Duration,
+    },
+}
+
+impl Console {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            len: 0,
+            grew_at: started,
+        }
+    }
+
+    fn observe(&mut self, len: u64, now: Instant) {
+        if len > self.len {
+            self.len = len;
+            self.grew_at = now;
+        }
+    }
+
+    fn verdict(&self, now: Instant, stall: Duration) -> Verdict {
+        let silent = now.duration_since(self.grew_at);
+        match self.len {
+            0 if silent > NO_PROGRESS_AFTER => Verdict::Silent,
+            0 => Verdict::Progressing,
+            _ if silent > stall => Verdict::Stalled {
+                silent,
+                last_output: self.grew_at.duration_since(self.started),
+            },
+            _ => Verdict::Progressing,
+        }
     }
 }
 
@@ -273,6 +354,31 @@ fn host_random() -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_that_stops_growing_is_a_stall_and_a_slow_one_is_not() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let stall = Duration::from_secs(45);
+        let mut console = Console::new(t0);
+        assert_eq!(console.verdict(at(80), stall), Verdict::Progressing);
+        assert_eq!(console.verdict(at(91), stall), Verdict::Silent);
+        console.observe(100, at(5));
+        // Slow but printing: a line every 40 s is never cut off.
+        for s in (45..400).step_by(40) {
+            console.observe(100 + s, at(s));
+            assert_eq!(console.verdict(at(s + 40), stall), Verdict::Progressing);
+        }
+        console.observe(500, at(405));
+        console.observe(500, at(440));
+        assert_eq!(
+            console.verdict(at(451), stall),
+            Verdict::Stalled {
+                silent: Duration::from_secs(46),
+                last_output: Duration::from_secs(405)
+            }
+        );
+    }
 
     #[test]
     fn reads_how_cloud_init_ended() {
