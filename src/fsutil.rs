@@ -2,7 +2,7 @@
 //! synced, then renamed), so a crash never leaves a half-written one.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -26,6 +26,27 @@ fn replace_with(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(tmp, path)
+}
+
+/// Creates `dir` and its missing parents, each 0700: what rum keeps is the
+/// user's alone, whatever the umask.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Opens `path` for writing (created 0600 if missing): `append`, or
+/// truncated.
+pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Bytes an unprivileged user may still write on the filesystem holding `dir`.

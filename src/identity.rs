@@ -5,6 +5,7 @@
 use crate::instance::{InstancePaths, dirs::create_private_dir};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -110,6 +111,13 @@ fn keygen(path: &Path, comment: &str) -> Result<(), IdentityError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
+    // ssh-keygen leaves the public half 0644; rum's files are the user's alone.
+    std::fs::set_permissions(public_of(&tmp), std::fs::Permissions::from_mode(0o600)).map_err(
+        |source| IdentityError::Io {
+            path: public_of(&tmp),
+            source,
+        },
+    )?;
     rename(&public_of(&tmp), &public_of(path))?;
     rename(&tmp, path)
 }

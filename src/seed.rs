@@ -94,7 +94,7 @@ pub fn ensure_iso(paths: &InstancePaths, args: &SeedArgs<'_>) -> Result<SeedImag
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::File::create(path).map_err(io)?;
+        let mut file = crate::fsutil::open_private(path, false).map_err(io)?;
         seed.write_iso(&mut file)?;
         file.sync_all().map_err(io)
     };

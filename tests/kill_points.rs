@@ -103,7 +103,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         ("saving pre-provision", At::Job("rum-save-pre-provision")),
         (
             "running a step",
-            At::Line("… one", Duration::from_millis(200)),
+            At::Line("▸ one", Duration::from_millis(200)),
         ),
         ("saving a step checkpoint", At::Job("rum-save-step-one")),
     ];
@@ -139,7 +139,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         ("restoring", At::Job("rum-load-step-one")),
         (
             "running a step",
-            At::Line("… two", Duration::from_millis(200)),
+            At::Line("▸ two", Duration::from_millis(200)),
         ),
         ("saving a checkpoint", At::Job("rum-save-post-system")),
     ];

@@ -6,6 +6,7 @@ use super::error::DiskError;
 use super::image::ImageFormat;
 use super::image::QCOW2_MAGIC;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const CLUSTER_BITS: u32 = 16;
@@ -46,6 +47,7 @@ fn create(path: &Path, size: u64, backing: Option<(&[u8], ImageFormat)>) -> Resu
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => DiskError::Exists(path.to_path_buf()),

@@ -11,17 +11,18 @@ use super::plan::{self, Inputs};
 use super::ports::{check_port_free, free_port};
 use super::{Instance, RuntimeInfo, guest, reload, runtime};
 use crate::clock::unix_now;
-use crate::config::{FirmwareChoice, GuestRam};
+use crate::config::{Accel as AccelChoice, FirmwareChoice, GuestRam};
 use crate::drift::{Applies, Mounts};
 use crate::guard::Guard;
 use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
 use crate::state::{DeviceSet, Milestone, Plugged, ShareRecord, State};
 use crate::vm::host::{self, Host};
-use crate::vm::spec::{Share, VmSpec, plugged_index};
+use crate::vm::spec::{Accel, Share, VmSpec, plugged_index};
 use crate::vm::{process, qemu, qemu_args};
 use crate::{agent_binary, disk, image, ram, seed};
 use rum_agent::Client;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,8 +67,48 @@ pub fn bring_up(
     if let Some(restoring) = &restoring {
         (restoring.load)(&info)?;
     }
-    let client = await_guest(instance, boot.steps.state, &info, rt, reporter)?;
-    Ok(Booted { client, info })
+    match await_guest(instance, boot.steps.state, &info, rt, reporter) {
+        Ok(client) => Ok(Booted { client, info }),
+        Err(e) if restoring.is_none() && kvm_stalled(&e) && chose_kvm_itself(instance) => {
+            // Nested KVM that hangs guests: this VM runs under TCG from now on.
+            reporter.warn(&format!(
+                "KVM did not boot the guest ({}s without a console line); starting it again with TCG, which is slower. This VM keeps TCG; `RUM_ACCEL=kvm` tries KVM again",
+                stalled_for(&e)
+            ));
+            super::stop::stop(instance, true);
+            let state = &mut *boot.steps.state;
+            state.reset(Milestone::Booted);
+            state.reset(Milestone::AgentReady);
+            state.kvm_hangs = true;
+            let (spec, host) = boot.prepare(false, plugged)?;
+            let info = boot.start(&spec, &host)?;
+            let client = await_guest(instance, boot.steps.state, &info, rt, reporter)?;
+            Ok(Booted { client, info })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn kvm_stalled(e: &LifecycleError) -> bool {
+    matches!(
+        e,
+        LifecycleError::Up(UpError::Stalled {
+            accel: Accel::Kvm,
+            ..
+        })
+    )
+}
+
+fn stalled_for(e: &LifecycleError) -> u64 {
+    match e {
+        LifecycleError::Up(UpError::Stalled { silent, .. }) => silent.as_secs(),
+        _ => 0,
+    }
+}
+
+/// KVM came from `accel = "auto"`, not from the user's word.
+fn chose_kvm_itself(instance: &Instance) -> bool {
+    std::env::var_os("RUM_ACCEL").is_none() && instance.config.advanced.accel == AccelChoice::Auto
 }
 
 /// Waits for the agent of the VM running as `info`, then for cloud-init.
@@ -105,11 +146,17 @@ impl Boot<'_> {
     ) -> Result<(VmSpec, Host), LifecycleError> {
         let config = &self.instance.config;
         let paths = &self.instance.paths;
-        std::fs::create_dir_all(paths.logs_dir()).map_err(|source| UpError::Write {
-            path: paths.logs_dir(),
-            source,
+        crate::fsutil::create_private_dir_all(&paths.logs_dir()).map_err(|source| {
+            UpError::Write {
+                path: paths.logs_dir(),
+                source,
+            }
         })?;
-        let host = Host::probe(config.advanced.qemu.as_deref()).map_err(UpError::from)?;
+        let mut host = Host::probe(config.advanced.qemu.as_deref()).map_err(UpError::from)?;
+        // KVM hung this VM's boot once: `auto` means TCG for it.
+        if chose_kvm_itself(self.instance) {
+            host.kvm &= !self.steps.state.kvm_hangs;
+        }
         let accel_env = std::env::var("RUM_ACCEL").ok();
         // A wrong accelerator fails before anything is made.
         plan::accel(accel_env.as_deref(), config.advanced.accel, host.kvm)?;
@@ -224,9 +271,11 @@ impl Boot<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        std::fs::create_dir_all(paths.drives_dir()).map_err(|source| UpError::Write {
-            path: paths.drives_dir(),
-            source,
+        crate::fsutil::create_private_dir_all(&paths.drives_dir()).map_err(|source| {
+            UpError::Write {
+                path: paths.drives_dir(),
+                source,
+            }
         })?;
         self.steps
             .run(Milestone::DrivesCreated, "Creating drives", |_, _| {
@@ -308,9 +357,23 @@ impl Boot<'_> {
         let guard = &mut *self.guard;
         let pid = self.steps.run(Milestone::Booted, "Starting QEMU", |_, _| {
             let args = qemu_args::qemu_args(spec);
+            // QEMU keeps the mode of a log that exists, and daemonized it
+            // makes the rest 0640/0750 (umask 027).
+            let serial = paths.serial_log();
+            crate::fsutil::open_private(&serial, true).map_err(|source| UpError::Write {
+                path: serial,
+                source,
+            })?;
             // The files the arguments name.
             let pid = qemu::start(&host.qemu, &args, &spec.pid_file, &spec.qemu_log)
                 .map_err(UpError::from)?;
+            for socket in [
+                paths.qmp_socket(),
+                paths.agent_socket(),
+                paths.console_socket(),
+            ] {
+                let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
+            }
             let qmp = paths.qmp_socket();
             guard.push("QEMU", move || {
                 runtime().block_on(qemu::stop(&qmp, pid, Duration::ZERO, true));

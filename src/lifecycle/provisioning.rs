@@ -341,12 +341,12 @@ fn finish_failed(
 
 fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), LifecycleError> {
     let path = instance.paths.attempt_result(attempt.number);
-    std::fs::create_dir_all(path.parent().expect("attempt dir")).map_err(|source| {
-        LifecycleError::Write {
+    crate::fsutil::create_private_dir_all(path.parent().expect("attempt dir")).map_err(
+        |source| LifecycleError::Write {
             path: path.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     crate::fsutil::write_private(
         &path,
         &serde_json::to_vec_pretty(attempt).expect("serializes"),

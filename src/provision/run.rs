@@ -45,7 +45,7 @@ pub async fn run(
     dir: &Path,
     reporter: &Reporter,
 ) -> Result<(ProvisionResult, Attempt), super::ProvisionError> {
-    std::fs::create_dir_all(dir).map_err(|source| super::ProvisionError::Write {
+    crate::fsutil::create_private_dir_all(dir).map_err(|source| super::ProvisionError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -66,7 +66,7 @@ pub async fn run(
         .enumerate()
         .map(|(i, s)| {
             run.contains(&i)
-                .then(|| std::fs::File::create(log_path(s)).ok())
+                .then(|| crate::fsutil::open_private(&log_path(s), false).ok())
                 .flatten()
         })
         .collect();

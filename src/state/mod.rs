@@ -154,6 +154,10 @@ pub struct State {
     /// made before rum had it).
     #[serde(default)]
     pub vm_generation_id: bool,
+    /// KVM hung this VM's boot (nested virtualisation): `accel = "auto"`
+    /// picks TCG for it, so its snapshots keep loading.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kvm_hangs: bool,
 }
 
 impl Record for State {

@@ -41,11 +41,7 @@ pub fn spawn_detached(
         binary: binary.to_path_buf(),
         source,
     };
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(spawn_err)?;
+    let out = crate::fsutil::open_private(log, true).map_err(spawn_err)?;
     let err = out.try_clone().map_err(spawn_err)?;
     let mut cmd = Command::new(binary);
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
@@ -55,9 +51,11 @@ pub fn spawn_detached(
     let pid = child.id();
     // Reaped by init once rum exits; rum never waits on it.
     std::mem::forget(child);
-    std::fs::write(pid_file, format!("{pid}\n")).map_err(|source| ProcessError::PidFile {
-        path: pid_file.to_path_buf(),
-        source,
+    crate::fsutil::write_private(pid_file, format!("{pid}\n").as_bytes()).map_err(|source| {
+        ProcessError::PidFile {
+            path: pid_file.to_path_buf(),
+            source,
+        }
     })?;
     Ok(pid)
 }

@@ -24,12 +24,7 @@ pub fn start(
         source,
     };
     // The latest QEMU's messages only: `-D` opens the file afresh anyway.
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(log)
-        .map_err(spawn_err)?;
+    let stderr = crate::fsutil::open_private(log, false).map_err(spawn_err)?;
     let status = Command::new(binary)
         .args(args)
         .stdin(Stdio::null())

@@ -103,13 +103,32 @@ impl E2e {
         self.run_rum(&[], args, timeout)
     }
 
+    /// `rum ARGS` without the variables `unset` (e.g. `RUM_ACCEL`, to let rum
+    /// pick the accelerator), with `vars` set.
+    pub fn rum_unset(&self, unset: &[&str], vars: &[(&str, &str)], args: &[&str]) -> RumRun {
+        self.run_rum_with(unset, vars, args, RUM_TIMEOUT)
+    }
+
     fn run_rum(&self, vars: &[(&str, &str)], args: &[&str], timeout: Duration) -> RumRun {
+        self.run_rum_with(&[], vars, args, timeout)
+    }
+
+    fn run_rum_with(
+        &self,
+        unset: &[&str],
+        vars: &[(&str, &str)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> RumRun {
         // Files, not pipes: no deadlock on large output, and they are dumped if the test fails.
         let dir = self.dir("rum-runs");
         let n = fs::read_dir(&dir).map(|d| d.count() / 2 + 1).unwrap_or(1);
         let stdout_path = dir.join(format!("{n:03}-stdout.log"));
         let stderr_path = dir.join(format!("{n:03}-stderr.log"));
         let mut cmd = self.rum_command();
+        for name in unset {
+            cmd.env_remove(name);
+        }
         cmd.envs(vars.iter().copied())
             .args(args)
             .stdout(create(&stdout_path))
