@@ -4,6 +4,8 @@
 //! no VM is needed.
 
 mod cli;
+#[path = "support/audit.rs"]
+mod audit;
 #[path = "support/http.rs"]
 mod http;
 
@@ -127,7 +129,9 @@ fn a_dropped_connection_resumes_and_the_result_verifies() {
     assert_eq!(std::fs::read(&path).unwrap(), data);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o444, "a cached image is never written again");
+    assert_eq!(mode, 0o400, "a cached image is never written again");
+    let exposed = audit::exposed(&sandbox.root().join("cache/rum"));
+    assert!(exposed.is_empty(), "open to other users:\n{}", exposed.join("\n"));
     assert!(
         partial_files(&sandbox).is_empty(),
         "{:?}",

@@ -170,7 +170,7 @@ impl Cache {
         create_dir(&stage)?;
         let image = stage.join("image");
         std::fs::rename(self.partial_path(name), &image).map_err(write(&image))?;
-        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o444))
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o400))
             .map_err(write(&image))?;
         let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
         crate::fsutil::write_private(&stage.join("meta.json"), &json)
