@@ -183,7 +183,9 @@ impl Boot<'_> {
         });
         // Fixed when the VM is made: its snapshots depend on them.
         let state = &mut *self.steps.state;
-        if self.made {
+        // Also for an overlay an earlier, killed `up` made: nothing is fixed
+        // yet while no share is recorded and no snapshot depends on it.
+        if self.made || (state.shares.is_none() && state.snapshots.is_empty()) {
             state.hotplug_ports = plan::hotplug_ports(&machine);
             state.shares = Some(config.mounts.iter().map(ShareRecord::of).collect());
             state.ram = match config.advanced.guest_ram {

@@ -46,7 +46,20 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     }
     let mut state = super::snapshots::load_state(instance)?;
     let rt = runtime();
-    let (client, info) = match instance.qemu_pid() {
+    let mut qemu = instance.qemu_pid();
+    if let Some(pid) = qemu
+        && instance.running()?.is_none()
+    {
+        // An earlier `up` was killed between starting QEMU and recording it:
+        // a guest in its first seconds, started again from its disk.
+        reporter.warn(&format!(
+            "QEMU (pid {pid}) was started by an earlier `rum up` that stopped before recording it; starting it again"
+        ));
+        super::stop::stop(instance, true);
+        state = super::snapshots::load_state(instance)?;
+        qemu = None;
+    }
+    let (client, info) = match qemu {
         Some(pid) => {
             guard.disarm();
             reload::report(instance, reporter)?;
