@@ -49,6 +49,30 @@ pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File>
         .open(path)
 }
 
+/// What a data dir keeps aside: QEMU needs a few clusters to delete an
+/// internal snapshot, so on a disk filled to the last byte the delete that
+/// would free space fails without them.
+const RESERVE: i64 = 8 << 20;
+
+/// Allocates the reserve at `path` unless it is there; best effort.
+pub fn reserve(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == RESERVE as u64) {
+        return;
+    }
+    let made = open_private(path, false).and_then(|file| {
+        nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, RESERVE)
+            .map_err(std::io::Error::from)
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Gives the reserve back to the filesystem; whether there was one.
+pub fn release_reserve(path: &Path) -> bool {
+    std::fs::remove_file(path).is_ok()
+}
+
 /// Bytes an unprivileged user may still write on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
@@ -59,6 +83,23 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_reserve_takes_real_blocks_and_is_given_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reserve");
+        reserve(&path);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), RESERVE as u64);
+        assert!(
+            meta.blocks() * 512 >= RESERVE as u64,
+            "allocated, not sparse"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(release_reserve(&path));
+        assert!(!release_reserve(&path));
+    }
 
     #[test]
     fn replaces_the_file_with_mode_0600() {

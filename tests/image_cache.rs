@@ -3,9 +3,9 @@
 //! checksums, slow bodies, concurrent pulls. Drives the real `rum` binary;
 //! no VM is needed.
 
-mod cli;
 #[path = "support/audit.rs"]
 mod audit;
+mod cli;
 #[path = "support/http.rs"]
 mod http;
 
@@ -131,7 +131,11 @@ fn a_dropped_connection_resumes_and_the_result_verifies() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o400, "a cached image is never written again");
     let exposed = audit::exposed(&sandbox.root().join("cache/rum"));
-    assert!(exposed.is_empty(), "open to other users:\n{}", exposed.join("\n"));
+    assert!(
+        exposed.is_empty(),
+        "open to other users:\n{}",
+        exposed.join("\n")
+    );
     assert!(
         partial_files(&sandbox).is_empty(),
         "{:?}",

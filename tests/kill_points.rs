@@ -14,24 +14,30 @@ use std::process::Command;
 use std::time::Duration;
 use support::{At, E2e};
 
-fn instance_dir(env: &E2e) -> Option<PathBuf> {
-    std::fs::read_dir(env.xdg.data.join("rum"))
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-}
-
-/// QEMU processes of this test (rum renames them `rum-<id>`).
+/// Live QEMU processes of this test: no zombies, and none of a daemonizing
+/// QEMU's parent, which exits as soon as its child is ready.
 fn qemus(env: &E2e) -> usize {
-    env.procs
-        .strays()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system"))
-        })
-        .count()
+    let count = || {
+        env.procs
+            .strays()
+            .into_iter()
+            .filter(|pid| {
+                let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+                live && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system"))
+            })
+            .count()
+    };
+    let mut n = count();
+    for _ in 0..50 {
+        if n <= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        n = count();
+    }
+    n
 }
 
 /// What must hold after any kill: the record parses, at most one QEMU, the
@@ -39,7 +45,7 @@ fn qemus(env: &E2e) -> usize {
 fn check_after(env: &E2e, what: &str, kept: &[PathBuf]) {
     let status = env.rum(&["-o", "json", "status"]);
     assert!(status.status.success(), "status after {what}: {status}");
-    if let Some(dir) = instance_dir(env) {
+    if let Some(dir) = env.instance_dir() {
         let state = std::fs::read(dir.join("state.json")).unwrap_or_else(|_| b"{}".to_vec());
         serde_json::from_slice::<serde_json::Value>(&state)
             .unwrap_or_else(|e| panic!("state.json after {what}: {e}"));
@@ -112,7 +118,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         env.kill_rum(&["up", "-d"], *at);
         check_after(&env, &format!("up killed {what}"), &kept);
         recovered.push(format!("up: {what}"));
-        if let Some(dir) = instance_dir(&env) {
+        if let Some(dir) = env.instance_dir() {
             for file in ["disk.qcow2", "seed.iso", "ssh/id_ed25519"] {
                 let path = dir.join(file);
                 if path.exists() && !kept.contains(&path) {
@@ -123,7 +129,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     }
     let up = env.rum(&["up", "-d"]);
     up.assert_success();
-    let dir = instance_dir(&env).unwrap();
+    let dir = env.instance_dir().unwrap();
     let overlay = dir.join("disk.qcow2");
     let inode = std::fs::metadata(&overlay).unwrap().ino();
     assert_eq!(
@@ -197,7 +203,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         At::Line("… Removing the instance's files", Duration::ZERO),
     );
     env.rum(&["destroy", "-f"]).assert_success();
-    assert!(instance_dir(&env).is_none(), "destroy leaves nothing");
+    assert!(env.instance_dir().is_none(), "destroy leaves nothing");
     recovered.push("destroy".into());
     assert!(env.procs.strays().is_empty());
     eprintln!(

@@ -6,7 +6,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::time::Duration;
 use support::{E2e, RumRun};
 
@@ -21,14 +20,6 @@ fn json(run: &RumRun) -> serde_json::Value {
 }
 
 /// The instance's data dir (there is one instance per test).
-fn instance_dir(env: &E2e) -> Option<PathBuf> {
-    std::fs::read_dir(env.xdg.data.join("rum"))
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-}
-
 fn assert_no_strays(env: &E2e, when: &str) {
     let strays = env.procs.strays();
     assert!(
@@ -238,7 +229,7 @@ fn bios_vm_lifecycle() {
     assert_eq!(lines[3], "active", "{who}");
     let config = json(&env.rum(&["-o", "json", "ssh-config"]));
     let ssh_port = config["data"]["port"].as_u64().unwrap() as u16;
-    let data = instance_dir(&env).expect("instance dir");
+    let data = env.instance_dir().expect("instance dir");
     // The user's own key logs in too, checked against the pinned host key only.
     let extra = std::process::Command::new("ssh")
         .args([
@@ -559,7 +550,7 @@ fn bios_vm_lifecycle() {
     );
     assert_no_strays(&env, "after destroy");
     assert!(
-        instance_dir(&env).is_none(),
+        env.instance_dir().is_none(),
         "destroy leaves no file of the instance"
     );
     assert!(env.tools.image.is_file(), "the base image is never touched");
@@ -621,7 +612,7 @@ fn uefi_vm_boots_through_ovmf() {
         json(&env.rum(&["-o", "json", "status"]))["data"]["state"],
         "stopped"
     );
-    let data = instance_dir(&env).unwrap();
+    let data = env.instance_dir().unwrap();
     assert!(
         data.join("nvram.fd").is_file(),
         "the VM has its own UEFI variable store"
@@ -684,7 +675,7 @@ fn injected_failures_leave_nothing_behind() {
         );
         assert_no_strays(&env, step);
         assert!(
-            instance_dir(&env).is_none(),
+            env.instance_dir().is_none(),
             "{step}: a fresh instance must leave no files"
         );
         let runtime = std::fs::read_dir(env.xdg.runtime.join("rum"))
@@ -709,7 +700,7 @@ fn missing_binaries_are_clear_errors() {
             .contains("RUM_VIRTIOFSD names /nonexistent/virtiofsd"),
         "{run}"
     );
-    assert!(instance_dir(&env).is_none());
+    assert!(env.instance_dir().is_none());
 
     env.write_rum_toml("[advanced]\nqemu = \"/bin/false\"\n");
     let run = env.rum(&["up"]);
@@ -719,7 +710,7 @@ fn missing_binaries_are_clear_errors() {
             .contains("QEMU (/bin/false) is not installed or cannot run"),
         "{run}"
     );
-    assert!(instance_dir(&env).is_none());
+    assert!(env.instance_dir().is_none());
     assert_no_strays(&env, "after the failures");
 }
 
@@ -742,7 +733,7 @@ fn a_taken_host_port_fails_before_qemu_starts() {
     );
     assert_no_strays(&env, "after the port clash");
     assert!(
-        instance_dir(&env).is_none(),
+        env.instance_dir().is_none(),
         "nothing is left of the new instance"
     );
 }

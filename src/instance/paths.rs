@@ -63,6 +63,11 @@ impl InstancePaths {
     }
 
     /// Creates the data directory (0700) if missing.
+    /// Space set aside for a snapshot delete on a full disk (`fsutil::reserve`).
+    pub fn reserve(&self) -> PathBuf {
+        self.data.join("reserve")
+    }
+
     pub fn ensure_data_dir(&self) -> Result<(), InstanceError> {
         create_private_dir(&self.data)
     }

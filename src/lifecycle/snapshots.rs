@@ -392,7 +392,15 @@ pub fn delete(
     // Records first, so a killed delete never leaves one naming a deleted
     // snapshot; on a full disk the delete goes on, as it is what frees space.
     let unrecorded = state.save(&file).err();
-    let deleted = delete_from_disks(instance, tags);
+    let mut deleted = delete_from_disks(instance, tags);
+    // QEMU's own words for ENOSPC: the reserve gives it the room to delete.
+    let no_space = |r: &Result<(), LifecycleError>| {
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("No space left on device"))
+    };
+    if no_space(&deleted) && crate::fsutil::release_reserve(&instance.paths.reserve()) {
+        deleted = delete_from_disks(instance, tags);
+    }
     if let Err(e) = deleted {
         state.snapshots.extend(records);
         if unrecorded.is_none() {
@@ -409,6 +417,7 @@ pub fn delete(
         Some(_) => state.save(&file).err(),
         None => None,
     };
+    crate::fsutil::reserve(&instance.paths.reserve());
     Ok(Deleted { unrecorded })
 }
 

@@ -44,6 +44,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         crate::fsutil::write_private(&path, &bytes)
             .map_err(|source| super::error::UpError::Write { path, source })?;
     }
+    crate::fsutil::reserve(&paths.reserve());
     let mut state = super::snapshots::load_state(instance)?;
     let rt = runtime();
     let mut qemu = instance.qemu_pid();

@@ -102,6 +102,15 @@ impl E2e {
     pub fn dir(&self, name: &str) -> PathBuf {
         mkdir(&self.root, name)
     }
+
+    /// The data dir of the test's VM, once rum made one.
+    pub fn instance_dir(&self) -> Option<PathBuf> {
+        fs::read_dir(self.xdg.data.join("rum"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+    }
 }
 
 impl Drop for E2e {
