@@ -67,7 +67,14 @@ pub fn bring_up(
     if let Some(restoring) = &restoring {
         (restoring.load)(&info)?;
     }
-    match await_guest(instance, boot.steps.state, &info, rt, reporter) {
+    match await_guest(
+        instance,
+        boot.steps.state,
+        &info,
+        restoring.is_none(),
+        rt,
+        reporter,
+    ) {
         Ok(client) => Ok(Booted { client, info }),
         Err(e) if restoring.is_none() && kvm_stalled(&e) && chose_kvm_itself(instance) => {
             // Nested KVM that hangs guests: this VM runs under TCG from now on.
@@ -82,7 +89,7 @@ pub fn bring_up(
             state.kvm_hangs = true;
             let (spec, host) = boot.prepare(false, plugged)?;
             let info = boot.start(&spec, &host)?;
-            let client = await_guest(instance, boot.steps.state, &info, rt, reporter)?;
+            let client = await_guest(instance, boot.steps.state, &info, true, rt, reporter)?;
             Ok(Booted { client, info })
         }
         Err(e) => Err(e),
@@ -112,17 +119,20 @@ fn chose_kvm_itself(instance: &Instance) -> bool {
 }
 
 /// Waits for the agent of the VM running as `info`, then for cloud-init.
+/// `booting`: QEMU started this guest just now, so a console that goes
+/// quiet is a stalled boot (a booted or restored guest may well be quiet).
 pub fn await_guest(
     instance: &Instance,
     state: &mut State,
     info: &RuntimeInfo,
+    booting: bool,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<Client, LifecycleError> {
     let client = Milestones::new(state, &instance.paths, reporter).run(
         Milestone::AgentReady,
         "Waiting for the guest agent",
-        |_, state| guest::wait_for_agent(instance, info, state, rt),
+        |_, state| guest::wait_for_agent(instance, info, state, booting, rt),
     )?;
     guest::wait_for_cloud_init(&client, rt, reporter)?;
     Ok(client)

@@ -28,11 +28,13 @@ const BACKOFF_CAP: Duration = Duration::from_millis(500);
 
 /// Connects to the agent of the VM QEMU `pid` runs, retrying with backoff
 /// (each retry kept in the history) until it answers, QEMU dies, the
-/// console stays silent, or the boot timeout passes.
+/// console of a `booting` guest stays silent or stops, or the boot timeout
+/// passes.
 pub fn wait_for_agent(
     instance: &Instance,
     info: &RuntimeInfo,
     state: &mut State,
+    booting: bool,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Client, LifecycleError> {
     let timeout = std::env::var("RUM_BOOT_TIMEOUT")
@@ -77,6 +79,7 @@ pub fn wait_for_agent(
             now,
         );
         match console.verdict(now, stall) {
+            _ if !booting => {}
             Verdict::Progressing => {}
             Verdict::Silent => return Err(UpError::NoProgress(NO_PROGRESS_AFTER).into()),
             Verdict::Stalled {

@@ -77,7 +77,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
                 .running()?
                 .ok_or(UpError::NoRuntimeRecord { pid })?;
             reporter.line("Finishing what an earlier `rum up` left undone");
-            let client = boot::await_guest(instance, &mut state, &info, &rt, reporter)?;
+            let client = boot::await_guest(instance, &mut state, &info, false, &rt, reporter)?;
             (client, info)
         }
         None => {

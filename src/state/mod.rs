@@ -168,7 +168,7 @@ impl Record for State {
 pub enum StateError {
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("Cannot write {}", .path.display())]
+    #[error("Cannot write {}: {source}", .path.display())]
     Write {
         path: PathBuf,
         #[source]
