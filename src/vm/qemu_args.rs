@@ -249,10 +249,12 @@ pub fn offline_args(qmp: &Path, disks: &[(String, PathBuf)]) -> Vec<OsString> {
     a.0
 }
 
+/// `discard=unmap`: clusters qcow2 frees (a deleted snapshot, a guest's
+/// TRIM) become holes in the file, so a delete gives the host its space.
 fn disk(a: &mut Args, node: &str, path: &Path) {
     a.path(
         "-blockdev",
-        &format!("driver=file,node-name={node}-file,filename="),
+        &format!("driver=file,node-name={node}-file,discard=unmap,filename="),
         path,
     );
     a.plain([

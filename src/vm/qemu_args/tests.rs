@@ -83,13 +83,13 @@ socket,id=serial0,path=/run/user/1000/rum/web-1234abcd/tty.sock,server=on,wait=o
 -serial
 chardev:serial0
 -blockdev
-driver=file,node-name=root-file,filename=/home/u/.local/share/rum/web-1234abcd/disk.qcow2
+driver=file,node-name=root-file,discard=unmap,filename=/home/u/.local/share/rum/web-1234abcd/disk.qcow2
 -blockdev
 driver=qcow2,node-name=root,file=root-file
 -device
 virtio-blk-pci,drive=root,bootindex=0
 -blockdev
-driver=file,node-name=drive-data-file,filename=/home/u/.local/share/rum/web-1234abcd/drives/data.qcow2
+driver=file,node-name=drive-data-file,discard=unmap,filename=/home/u/.local/share/rum/web-1234abcd/drives/data.qcow2
 -blockdev
 driver=qcow2,node-name=drive-data,file=drive-data-file
 -device
@@ -250,9 +250,9 @@ fn the_offline_qemu_has_only_the_disks_and_qmp() {
         args.contains("-qmp\nunix:/run/x/offline-qmp.sock,server=on,wait=off"),
         "{args}"
     );
-    assert!(args.contains("driver=file,node-name=root-file,filename=/d/disk.qcow2\n-blockdev\ndriver=qcow2,node-name=root,file=root-file"), "{args}");
+    assert!(args.contains("driver=file,node-name=root-file,discard=unmap,filename=/d/disk.qcow2\n-blockdev\ndriver=qcow2,node-name=root,file=root-file"), "{args}");
     assert!(
-        args.contains("node-name=drive-data-file,filename=/d/drives/data.qcow2"),
+        args.contains("node-name=drive-data-file,discard=unmap,filename=/d/drives/data.qcow2"),
         "{args}"
     );
     assert!(!args.contains("-device"), "no guest devices: {args}");
