@@ -220,6 +220,22 @@ impl Paused {
     }
 }
 
+/// `resume_interrupted` for a command that has no QMP connection open: it
+/// connects only when the marker says a killed rum left the VM paused.
+pub fn resume_if_interrupted(
+    instance: &Instance,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(), LifecycleError> {
+    if !instance.paths.paused_marker().exists() {
+        return Ok(());
+    }
+    rt.block_on(async {
+        let qmp = connect(&instance.paths.qmp_socket()).await?;
+        resume_interrupted(instance, &qmp).await
+    })?;
+    Ok(())
+}
+
 /// Lets a VM go on that a killed rum left paused in the middle of a RAM copy.
 async fn resume_interrupted(instance: &Instance, qmp: &Qmp) -> Result<(), SnapshotError> {
     let marker = instance.paths.paused_marker();

@@ -63,6 +63,8 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
     let (client, info) = match qemu {
         Some(pid) => {
             guard.disarm();
+            // A `rum up` or `snapshot` killed while copying RAM left it paused.
+            super::snapshots::resume_if_interrupted(instance, &rt)?;
             reload::report(instance, reporter)?;
             match readiness(&state) {
                 Readiness::Ready => return Ok(already_up(instance, pid, reporter)),
