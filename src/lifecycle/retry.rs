@@ -60,6 +60,18 @@ pub fn retry(
         return super::up::up(instance, reporter);
     }
     let _lock = paths.lock("rum retry", LockWait::No)?;
+    retry_locked(instance, mode, strict, reporter)
+}
+
+/// `retry` for a caller that holds the instance lock (`rum up` going on with
+/// a provisioning an earlier, killed command left unfinished).
+pub fn retry_locked(
+    instance: &Instance,
+    mode: RetryMode,
+    strict: bool,
+    reporter: &Reporter,
+) -> Result<Exit, LifecycleError> {
+    let paths = &instance.paths;
     let mut state = snapshots::load_state(instance)?;
     if mode == RetryMode::Done {
         return drop_snapshots(instance, &mut state, reporter);

@@ -71,6 +71,20 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
                 Readiness::Failed(milestone) => {
                     return Ok(failed_before(instance, pid, milestone, reporter));
                 }
+                // Killed in the middle of provisioning: the steps go on from
+                // the last checkpoint, never on top of a half-run step.
+                Readiness::Unfinished(
+                    Milestone::SystemProvisioned | Milestone::BootProvisioned,
+                ) => {
+                    reporter
+                        .line("Provisioning was interrupted; going on from its last checkpoint");
+                    return super::retry::retry_locked(
+                        instance,
+                        super::retry::RetryMode::Full,
+                        false,
+                        reporter,
+                    );
+                }
                 Readiness::Unfinished(_) => {}
             }
             // An earlier `up` was stopped (killed, interrupted) with QEMU
