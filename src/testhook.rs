@@ -5,7 +5,10 @@
 //! - `RUM_TEST_PAUSE_AT=<point>` with `RUM_TEST_GATE=<file>`: at that point
 //!   rum writes its pid to `<file>.reached` and waits until `<file>` exists.
 //!   A point `job:<id>` is right after QEMU started the job `<id>`
-//!   (`rum-save-<tag>`, `rum-load-<tag>`, `rum-delete-<tag>`).
+//!   (`rum-save-<tag>`, `rum-load-<tag>`, `rum-delete-<tag>`);
+//!   `milestone:<key>` as a milestone starts; `qemu_started` between QEMU's
+//!   start and its record; `cloud_init` before that wait; `step:<title>`
+//!   once the guest runs a provisioning step; `removing_files` in `destroy`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -85,32 +85,18 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     // A fresh `rum up`, killed at each bring-up step; each next `rum up`
     // goes on from where the last one was killed.
     let bring_up: &[(&str, At)] = &[
-        (
-            "resolving the image",
-            At::Line("… Resolving the image", Duration::ZERO),
-        ),
+        ("resolving the image", At::Point("milestone:image_ready")),
         (
             "creating the overlay",
-            At::Line("… Creating the disk overlay", Duration::ZERO),
+            At::Point("milestone:overlay_created"),
         ),
-        (
-            "building the seed",
-            At::Line("… Building the cloud-init seed", Duration::ZERO),
-        ),
-        ("starting QEMU", At::Line("… Starting QEMU", Duration::ZERO)),
-        (
-            "waiting for the agent",
-            At::Line("… Waiting for the guest agent", Duration::from_secs(1)),
-        ),
-        (
-            "waiting for cloud-init",
-            At::Line("… Waiting for cloud-init to finish", Duration::ZERO),
-        ),
+        ("building the seed", At::Point("milestone:seed_built")),
+        ("starting QEMU", At::Point("milestone:booted")),
+        ("QEMU started, not yet recorded", At::Point("qemu_started")),
+        ("waiting for the agent", At::Point("milestone:agent_ready")),
+        ("waiting for cloud-init", At::Point("cloud_init")),
         ("saving pre-provision", At::Job("rum-save-pre-provision")),
-        (
-            "running a step",
-            At::Line("▸ one", Duration::from_millis(200)),
-        ),
+        ("running a step", At::Point("step:one")),
         ("saving a step checkpoint", At::Job("rum-save-step-one")),
     ];
     let mut kept: Vec<PathBuf> = Vec::new();
@@ -143,10 +129,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     std::fs::write(steps.join("two.sh"), "echo 2b >> /var/tmp/two\n").unwrap();
     let retry: &[(&str, At)] = &[
         ("restoring", At::Job("rum-load-step-one")),
-        (
-            "running a step",
-            At::Line("▸ two", Duration::from_millis(200)),
-        ),
+        ("running a step", At::Point("step:two")),
         ("saving a checkpoint", At::Job("rum-save-post-system")),
     ];
     for (what, at) in retry {
@@ -197,11 +180,8 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     );
     qemu_img_check(&overlay);
 
-    // `rum destroy`, killed while it removes files; the next one finishes.
-    env.kill_rum(
-        &["destroy", "-f"],
-        At::Line("… Removing the instance's files", Duration::ZERO),
-    );
+    // `rum destroy`, killed as it starts removing files; the next one finishes.
+    env.kill_rum(&["destroy", "-f"], At::Point("removing_files"));
     env.rum(&["destroy", "-f"]).assert_success();
     assert!(env.instance_dir().is_none(), "destroy leaves nothing");
     recovered.push("destroy".into());

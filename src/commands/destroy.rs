@@ -32,6 +32,7 @@ pub fn run(
     stop::stop(&instance, true);
     step.done();
     let step = reporter.step("Removing the instance's files");
+    crate::testhook::pause("removing_files");
     stop::remove(&instance)?;
     step.done();
     reporter.result(

@@ -134,6 +134,7 @@ pub fn await_guest(
         "Waiting for the guest agent",
         |_, state| guest::wait_for_agent(instance, info, state, booting, rt),
     )?;
+    crate::testhook::pause("cloud_init");
     guest::wait_for_cloud_init(&client, rt, reporter)?;
     Ok(client)
 }
@@ -379,6 +380,7 @@ impl Boot<'_> {
             // The files the arguments name.
             let pid = qemu::start(&host.qemu, &args, &spec.pid_file, &spec.qemu_log)
                 .map_err(UpError::from)?;
+            crate::testhook::pause("qemu_started");
             for socket in [
                 paths.qmp_socket(),
                 paths.agent_socket(),

@@ -38,6 +38,7 @@ impl<'a> Milestones<'a> {
         let shown = self.reporter.step(title);
         self.state.start(milestone);
         self.save();
+        crate::testhook::pause(&format!("milestone:{}", milestone.key()));
         let result = work(&shown, self.state).and_then(|value| match &self.fail_after {
             Some(name) if name == milestone.key() => Err(Injected(name.clone()).into()),
             _ => Ok(value),

@@ -167,6 +167,7 @@ impl<'r> Lines<'r> {
             .is_some_and(|c| self.titles[c] == self.titles[index]);
         if !same {
             self.reporter.phase_started(&self.titles[index]);
+            crate::testhook::pause(&format!("step:{}", self.titles[index]));
         }
         self.current = Some(index);
     }
