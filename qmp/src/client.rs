@@ -153,6 +153,14 @@ impl Qmp {
         })
     }
 
+    /// Ends the connection and waits until its socket is closed: QEMU serves
+    /// one monitor client at a time, and a dropped client's reader lives on
+    /// until its runtime runs again (another runtime's connect would wait).
+    pub async fn disconnect(mut self) {
+        self.reader.abort();
+        let _ = (&mut self.reader).await;
+    }
+
     /// Has `hook` called with each job's id right after QEMU started it, so
     /// that a test can stop the caller while the job runs.
     pub fn on_job_started(mut self, hook: fn(&str)) -> Self {

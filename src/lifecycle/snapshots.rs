@@ -231,7 +231,9 @@ pub fn resume_if_interrupted(
     }
     rt.block_on(async {
         let qmp = connect(&instance.paths.qmp_socket()).await?;
-        resume_interrupted(instance, &qmp).await
+        let resumed = resume_interrupted(instance, &qmp).await;
+        qmp.disconnect().await;
+        resumed
     })?;
     Ok(())
 }
