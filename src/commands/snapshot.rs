@@ -44,7 +44,10 @@ pub fn run(
     match action {
         Action::List => {}
         Action::Create(name) => {
-            let name = snapshots::new_name(name, &known)?;
+            // A save a killed rum left unrecorded does not hold the name:
+            // the save deletes it first.
+            let taken: Vec<String> = state.snapshots.keys().cloned().collect();
+            let name = snapshots::new_name(name, &taken)?;
             let info = instance
                 .running()
                 .map_err(SnapshotError::from)?
