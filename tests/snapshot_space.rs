@@ -131,8 +131,10 @@ fn snapshots_on_a_disk_that_fills_up() {
         .unwrap();
     assert!(
         check.status.success(),
-        "qemu-img check: {}",
-        String::from_utf8_lossy(&check.stdout)
+        "qemu-img check exited {:?}: {}{}",
+        check.status.code(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
     );
 
     // The older snapshots are intact in the image itself. (Restoring one

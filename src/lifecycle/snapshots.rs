@@ -410,13 +410,21 @@ pub fn delete(
     // Records first, so a killed delete never leaves one naming a deleted
     // snapshot; on a full disk the delete goes on, as it is what frees space.
     let unrecorded = state.save(&file).err();
+    // Nearly full: QEMU gets the reserve before it starts, as a delete that
+    // fails half-way on ENOSPC leaks clusters (`qemu-img check` exit 3).
+    let reserve = instance.paths.reserve();
+    if unrecorded.is_some()
+        || crate::fsutil::free_bytes(&instance.paths.data).is_some_and(|b| b < 64 << 20)
+    {
+        crate::fsutil::release_reserve(&reserve);
+    }
     let mut deleted = delete_from_disks(instance, tags);
     // QEMU's own words for ENOSPC: the reserve gives it the room to delete.
     let no_space = |r: &Result<(), LifecycleError>| {
         r.as_ref()
             .is_err_and(|e| e.to_string().contains("No space left on device"))
     };
-    if no_space(&deleted) && crate::fsutil::release_reserve(&instance.paths.reserve()) {
+    if no_space(&deleted) && crate::fsutil::release_reserve(&reserve) {
         deleted = delete_from_disks(instance, tags);
     }
     if let Err(e) = deleted {
