@@ -466,7 +466,12 @@ pub fn load_state(instance: &Instance) -> Result<State, LifecycleError> {
         return Ok(state);
     }
     for (tag, record) in &gone {
-        tracing::info!("the overlay has no snapshot `{tag}`: its record is dropped");
+        // Said as a retry's fallback says it, and kept in the history.
+        let why = format!(
+            "the `{tag}` checkpoint could not be loaded: the overlay has no such snapshot; its record is dropped"
+        );
+        tracing::warn!("{why}");
+        state.retrying(crate::state::Milestone::SnapshotTaken, 0, 0, &why);
         if let Some(copy) = &record.ram {
             crate::ram::remove_copy(&copy.file);
         }
