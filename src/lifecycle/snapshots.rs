@@ -443,7 +443,7 @@ pub fn delete(
         Some(_) => state.save(&file).err(),
         None => None,
     };
-    crate::fsutil::reserve(&instance.paths.reserve());
+    crate::fsutil::reserve(&reserve);
     Ok(Deleted { unrecorded })
 }
 
