@@ -115,6 +115,80 @@ fn snapshots_on_a_disk_that_fills_up() {
         !recorded("s0") && !recorded("s1"),
         "the record agrees with the image again"
     );
+
+    // Bookkeeping on a disk that fills up while a step runs: the run says
+    // what it did, its records are written from the reserve, and the user
+    // hears that the disk is full.
+    env.write_rum_toml(
+        "[advanced]\nguest_ram = \"memfd\"\n\n\
+         [provision.boot]\nname = \"last\"\nscript = \"echo the-step-ran\"\n",
+    );
+    let data_var = [("XDG_DATA_HOME", data.to_str().unwrap())];
+    let provision = |meanwhile: &dyn Fn()| {
+        env.rum_paused(
+            &data_var,
+            &["provision"],
+            "step:Running boot provisioning",
+            meanwhile,
+        )
+    };
+    let attempts = || -> u64 {
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap())
+                .expect("state.json parses");
+        state["provision_attempts"].as_u64().unwrap()
+    };
+    let before = attempts();
+    let run = provision(&|| fill_up(&filler));
+    std::fs::remove_file(&filler).unwrap();
+    run.assert_success();
+    assert!(
+        run.stdout.contains("the-step-ran")
+            && run
+                .stderr
+                .contains("is full: rum used the space it keeps in reserve"),
+        "{run}"
+    );
+    assert_eq!(attempts(), before + 1, "recorded from the reserve");
+    let instance_dir = state_file.parent().unwrap();
+    let result = instance_dir.join(format!("logs/provision/{:04}/result.json", before + 1));
+    assert!(result.exists(), "{} was written", result.display());
+
+    // No reserve left either: the run still succeeds and says its record
+    // could not be written; the old record stays whole.
+    let reserve = instance_dir.join("reserve");
+    let run = provision(&|| {
+        let _ = std::fs::remove_file(&reserve);
+        fill_up(&filler);
+    });
+    std::fs::remove_file(&filler).unwrap();
+    run.assert_success();
+    assert!(
+        run.stdout.contains("the-step-ran") && run.stderr.contains("what rum did stands"),
+        "{run}"
+    );
+    // The attempt was recorded as it began, before the disk filled; its end
+    // was not.
+    assert_eq!(attempts(), before + 2, "the record before the fill, untorn");
+    let result = instance_dir.join(format!("logs/provision/{:04}/result.json", before + 2));
+    assert!(
+        !result.exists(),
+        "{} could not be written",
+        result.display()
+    );
+    assert!(
+        std::fs::read_dir(instance_dir)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")),
+        "no temporary record left"
+    );
+    // With space again the next run records as always.
+    let run = rum(&env, &data, &[], &["provision"]);
+    run.assert_success();
+    assert!(!run.stderr.contains("warning"), "{run}");
+    assert_eq!(attempts(), before + 3);
+
     let saved = &saved[2..];
     rum(&env, &data, &[], &["down", "--force"]).assert_success();
     let overlay = std::fs::read_dir(data.join("rum"))

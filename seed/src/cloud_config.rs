@@ -87,6 +87,8 @@ struct User<'a> {
     sudo: &'a str,
     shell: &'a str,
     lock_passwd: bool,
+    /// cloud-init's schema refuses an empty list.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     ssh_authorized_keys: &'a [String],
 }
 

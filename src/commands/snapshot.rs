@@ -64,6 +64,7 @@ pub fn run(
                 &info,
                 client.as_ref(),
                 snapshots::Recorded::default(),
+                reporter,
             )) {
                 step.fail(&e.to_string());
                 return Err(e.into());

@@ -17,7 +17,7 @@ use crate::guard::Guard;
 use crate::identity::GuestIdentity;
 use crate::output::{Reporter, Step};
 use crate::state::{DeviceSet, Milestone, Plugged, ShareRecord, State};
-use crate::vm::host::{self, Host};
+use crate::vm::host::{self, Host, Kvm};
 use crate::vm::spec::{Accel, Share, VmSpec, plugged_index};
 use crate::vm::{process, qemu, qemu_args};
 use crate::{agent_binary, disk, image, ram, seed};
@@ -165,8 +165,11 @@ impl Boot<'_> {
         })?;
         let mut host = Host::probe(config.advanced.qemu.as_deref()).map_err(UpError::from)?;
         // KVM hung this VM's boot once: `auto` means TCG for it.
-        if chose_kvm_itself(self.instance) {
-            host.kvm &= !self.steps.state.kvm_hangs;
+        if chose_kvm_itself(self.instance)
+            && self.steps.state.kvm_hangs
+            && host.kvm == Kvm::Hardware
+        {
+            host.kvm = Kvm::Absent;
         }
         let accel_env = std::env::var("RUM_ACCEL").ok();
         // A wrong accelerator fails before anything is made.

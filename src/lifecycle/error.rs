@@ -124,6 +124,14 @@ pub enum SnapshotError {
         free_mib: u64,
         qemu: String,
     },
+    #[error(
+        "`{tag}` was saved, but its record could not be written ({source}), so it was deleted again. Free some space and try again"
+    )]
+    Unrecorded {
+        tag: String,
+        #[source]
+        source: state::StateError,
+    },
     #[error("Cannot start QEMU to change the snapshots of the stopped VM: {0}")]
     Offline(String),
     #[error("There is no `{0}` snapshot; `rum up` takes `pre-provision` before it provisions")]

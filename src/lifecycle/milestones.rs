@@ -8,20 +8,19 @@ use super::error::LifecycleError;
 use crate::instance::InstancePaths;
 use crate::output::{Reporter, Step};
 use crate::state::{Milestone, State};
-use std::path::PathBuf;
 
 pub struct Milestones<'a> {
     pub state: &'a mut State,
-    file: PathBuf,
+    paths: &'a InstancePaths,
     reporter: &'a Reporter,
     fail_after: Option<String>,
 }
 
 impl<'a> Milestones<'a> {
-    pub fn new(state: &'a mut State, paths: &InstancePaths, reporter: &'a Reporter) -> Self {
+    pub fn new(state: &'a mut State, paths: &'a InstancePaths, reporter: &'a Reporter) -> Self {
         Self {
             state,
-            file: paths.state_file(),
+            paths,
             reporter,
             fail_after: crate::testhook::fail_after(),
         }
@@ -61,8 +60,6 @@ impl<'a> Milestones<'a> {
 
     /// Writes the state; a failure is a warning, as the VM itself is fine.
     pub fn save(&self) {
-        if let Err(e) = self.state.save(&self.file) {
-            self.reporter.warn(&e.to_string());
-        }
+        super::ledger::record(self.paths, self.state, self.reporter);
     }
 }

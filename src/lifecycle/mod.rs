@@ -8,6 +8,7 @@ pub mod condition;
 pub mod error;
 mod guest;
 pub mod in_place;
+mod ledger;
 mod milestones;
 pub mod plan;
 mod ports;

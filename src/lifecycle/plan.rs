@@ -11,7 +11,7 @@ use crate::disk::BootNeeds;
 use crate::instance::InstancePaths;
 use crate::ram::RamFile;
 use crate::state::{DeviceSet, Plugged, ShareRecord};
-use crate::vm::host::Host;
+use crate::vm::host::{Host, Kvm};
 use crate::vm::spec::{Accel, AgentChannel, Drive, Forward, Share, VmSpec, plugged_index};
 use rum_firmware::{Firmware, Interface};
 
@@ -58,8 +58,8 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
     } = inputs;
     let mut warnings = Vec::new();
     let accel = accel(inputs.accel_env, config.advanced.accel, host.kvm)?;
-    if accel.1 {
-        warnings.push("KVM is not usable here (/dev/kvm); using TCG, which is much slower");
+    if let Some(because) = accel.1 {
+        warnings.push(because.warning());
     }
     let agent = agent_channel(config.advanced.agent_transport, host.vhost_vsock, paths)?;
     let spec = VmSpec {
@@ -144,8 +144,32 @@ pub fn hotplug_ports(machine: &str) -> u8 {
 /// Enough for a few mounts added while the VM runs.
 const HOTPLUG_PORTS: u8 = 4;
 
-/// The accelerator, and whether `auto` fell back to TCG.
-pub fn accel(env: Option<&str>, config: AccelChoice, kvm: bool) -> Result<(Accel, bool), UpError> {
+/// Why `auto` chose TCG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcgBecause {
+    NoKvm,
+    EmulatedKvm,
+}
+
+impl TcgBecause {
+    pub fn warning(self) -> &'static str {
+        match self {
+            TcgBecause::NoKvm => {
+                "KVM is not usable here (/dev/kvm); using TCG, which is much slower"
+            }
+            TcgBecause::EmulatedKvm => {
+                "/dev/kvm here is a software KVM (the CPU has no VT-x or AMD-V, as in a nested cloud VM), which runs ordinary guests far slower than TCG; using TCG. RUM_ACCEL=kvm tries it anyway"
+            }
+        }
+    }
+}
+
+/// The accelerator, and why `auto` chose TCG if it did.
+pub fn accel(
+    env: Option<&str>,
+    config: AccelChoice,
+    kvm: Kvm,
+) -> Result<(Accel, Option<TcgBecause>), UpError> {
     let (choice, source) = match env {
         Some(value) => match AccelChoice::parse(value) {
             Some(choice) => (choice, "RUM_ACCEL"),
@@ -153,12 +177,12 @@ pub fn accel(env: Option<&str>, config: AccelChoice, kvm: bool) -> Result<(Accel
         },
         None => (config, "[advanced] accel"),
     };
-    Ok(match choice {
-        AccelChoice::Tcg => (Accel::Tcg, false),
-        AccelChoice::Kvm if kvm => (Accel::Kvm, false),
-        AccelChoice::Kvm => return Err(UpError::NoKvm(source)),
-        AccelChoice::Auto if kvm => (Accel::Kvm, false),
-        AccelChoice::Auto => (Accel::Tcg, true),
+    Ok(match (choice, kvm) {
+        (AccelChoice::Tcg, _) => (Accel::Tcg, None),
+        (AccelChoice::Kvm, Kvm::Absent) => return Err(UpError::NoKvm(source)),
+        (AccelChoice::Kvm, _) | (AccelChoice::Auto, Kvm::Hardware) => (Accel::Kvm, None),
+        (AccelChoice::Auto, Kvm::Absent) => (Accel::Tcg, Some(TcgBecause::NoKvm)),
+        (AccelChoice::Auto, Kvm::Emulated) => (Accel::Tcg, Some(TcgBecause::EmulatedKvm)),
     })
 }
 

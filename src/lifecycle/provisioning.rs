@@ -49,6 +49,7 @@ pub fn ensure_pre_provision(
                 info,
                 Some(client),
                 Recorded::default(),
+                reporter,
             ))
         },
     )
@@ -88,7 +89,7 @@ pub fn provision(
         all.iter().cloned().partition(|s| s.run_on == RunOn::System);
     state.provision_attempts += 1;
     let number = state.provision_attempts;
-    state.save(&instance.paths.state_file())?;
+    super::ledger::record(&instance.paths, state, reporter);
     super::reload::record(instance, &[Applies::Now]);
     // A phase with no scripts is trivially done.
     if system.is_empty() && !in_place {
@@ -153,7 +154,7 @@ pub fn provision(
             return finish_failed(instance, state, attempt, &failed, reporter);
         }
         state.complete(Milestone::SystemProvisioned);
-        state.save(&instance.paths.state_file())?;
+        super::ledger::record(&instance.paths, state, reporter);
     }
     let client = client.expect("a session after the system steps");
     if !boot.is_empty() {
@@ -167,8 +168,8 @@ pub fn provision(
         }
         state.complete(Milestone::BootProvisioned);
     }
-    write_attempt(instance, &attempt)?;
-    state.save(&instance.paths.state_file())?;
+    write_attempt(instance, &attempt, reporter);
+    super::ledger::record(&instance.paths, state, reporter);
     reporter.line("Ready");
     Ok(Exit::Success)
 }
@@ -223,7 +224,7 @@ fn run_again(
         delay.as_millis() as u64,
         failed,
     );
-    state.save(&instance.paths.state_file())?;
+    super::ledger::record(&instance.paths, state, reporter);
     reporter.phase_again(
         &run::title(system, index),
         &format!("attempt {} of {}", tried + 1, policy.retries + 1),
@@ -298,6 +299,7 @@ fn keep_checkpoint(
         info,
         Some(client),
         recorded,
+        reporter,
     )) {
         Ok(()) => step.done(),
         // A retry then restores an earlier checkpoint; provisioning goes on.
@@ -329,8 +331,8 @@ fn finish_failed(
         ok: false,
         ..attempt
     };
-    write_attempt(instance, &attempt)?;
-    state.save(&instance.paths.state_file())?;
+    write_attempt(instance, &attempt, reporter);
+    super::ledger::record(&instance.paths, state, reporter);
     reporter.line(&format!(
         "Provisioning failed: {failed} — VM kept running for debugging"
     ));
@@ -339,17 +341,18 @@ fn finish_failed(
     Ok(Exit::Failure)
 }
 
-fn write_attempt(instance: &Instance, attempt: &Attempt) -> Result<(), LifecycleError> {
+fn write_attempt(instance: &Instance, attempt: &Attempt, reporter: &Reporter) {
     let path = instance.paths.attempt_result(attempt.number);
-    crate::fsutil::create_private_dir_all(path.parent().expect("attempt dir")).map_err(
-        |source| LifecycleError::Write {
-            path: path.clone(),
-            source,
-        },
-    )?;
-    crate::fsutil::write_private(
-        &path,
-        &serde_json::to_vec_pretty(attempt).expect("serializes"),
-    )
-    .map_err(|source| LifecycleError::Write { path, source })
+    let json = serde_json::to_vec_pretty(attempt).expect("serializes");
+    let paths = &instance.paths;
+    let written = super::ledger::with_room(paths, || {
+        crate::fsutil::create_private_dir_all(path.parent().expect("attempt dir"))?;
+        crate::fsutil::write_private(&path, &json)
+    });
+    match written {
+        Ok(room) => room.warn(paths, reporter),
+        Err(e) => {
+            super::ledger::unrecorded(reporter, &format!("Cannot write {}: {e}", path.display()))
+        }
+    }
 }

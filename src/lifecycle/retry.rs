@@ -132,7 +132,7 @@ pub fn retry_locked(
                     deleted.warn(reporter);
                 } else {
                     state.snapshots.remove(&tag);
-                    state.save(&paths.state_file())?;
+                    super::ledger::record(paths, &state, reporter);
                 }
                 (tag, first) = resume(&state, &system, first - 1, reporter);
             }

@@ -7,6 +7,7 @@ use super::agent::connect_agent;
 use super::boot::{self, Restoring};
 use super::checkpoints::{PRE_PROVISION, is_rums};
 use super::error::{LifecycleError, SnapshotError};
+use super::ledger;
 use super::{Instance, RuntimeInfo};
 use crate::clock::unix_now;
 use crate::guard::Guard;
@@ -37,6 +38,7 @@ pub async fn save(
     info: &RuntimeInfo,
     client: Option<&Client>,
     recorded: Recorded,
+    reporter: &Reporter,
 ) -> Result<(), LifecycleError> {
     let paths = &instance.paths;
     let ram = ram_file(state, &info.devices);
@@ -60,7 +62,7 @@ pub async fn save(
     // The old record goes first: a rum killed from here on leaves a tag
     // with no record, which nothing restores, never a record of new state.
     if state.snapshots.remove(tag).is_some() {
-        state.save(&paths.state_file())?;
+        ledger::with_room(paths, || state.save(&paths.state_file()))?.warn(paths, reporter);
     }
     // snapshot-save refuses an existing name; one can be on disk without a
     // record (a save whose rum was killed before it recorded it).
@@ -93,7 +95,23 @@ pub async fn save(
             ram: copy,
         },
     );
-    state.save(&paths.state_file())?;
+    // A snapshot nothing records is one nothing restores: it goes again.
+    match ledger::with_room(paths, || state.save(&paths.state_file())) {
+        Ok(room) => room.warn(paths, reporter),
+        Err(e) => {
+            if let Some(copy) = state.snapshots.remove(tag).and_then(|r| r.ram) {
+                crate::ram::remove_copy(&copy.file);
+            }
+            let _ = qmp
+                .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
+                .await;
+            return Err(SnapshotError::Unrecorded {
+                tag: tag.to_owned(),
+                source: e,
+            }
+            .into());
+        }
+    }
     if let Some(client) = client
         && let Err(e) = super::guest::set_clock(client).await
     {

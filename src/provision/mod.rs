@@ -5,20 +5,12 @@ pub mod fs_script;
 pub mod run;
 pub mod scripts;
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(transparent)]
     Script(#[from] scripts::ScriptError),
     #[error(transparent)]
     Agent(#[from] rum_agent::Error),
-    #[error("Cannot write {}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl ProvisionError {

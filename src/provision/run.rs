@@ -45,10 +45,14 @@ pub async fn run(
     dir: &Path,
     reporter: &Reporter,
 ) -> Result<(ProvisionResult, Attempt), super::ProvisionError> {
-    crate::fsutil::create_private_dir_all(dir).map_err(|source| super::ProvisionError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    // Logs are not worth a provisioning run: without room for them the
+    // steps still run, with live output only.
+    if let Err(e) = crate::fsutil::create_private_dir_all(dir) {
+        reporter.warn(&format!(
+            "Cannot keep the step logs in {} ({e}); the output shows only here",
+            dir.display()
+        ));
+    }
     // A step run again within one attempt keeps each run's log.
     let again = match try_number {
         0 | 1 => String::new(),

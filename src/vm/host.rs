@@ -25,8 +25,55 @@ pub enum HostError {
 pub struct Host {
     pub qemu: PathBuf,
     pub qemu_version: String,
-    pub kvm: bool,
+    pub kvm: Kvm,
     pub vhost_vsock: bool,
+}
+
+/// What `/dev/kvm` gives this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kvm {
+    /// No `/dev/kvm` this user can open.
+    Absent,
+    /// Backed by the CPU's VT-x or AMD-V.
+    Hardware,
+    /// It opens, but the CPU has neither VT-x nor AMD-V: a software KVM
+    /// (PVM, on nested cloud VMs) that emulates an unmodified guest
+    /// instruction by instruction, far slower than TCG.
+    Emulated,
+}
+
+impl Kvm {
+    /// What runs guests here, from whether `/dev/kvm` opens and the CPU's
+    /// flags in `/proc/cpuinfo`.
+    pub fn of(opens: bool, cpuinfo: &str) -> Self {
+        let extensions = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .flat_map(|l| l.split_whitespace())
+            .any(|flag| flag == "vmx" || flag == "svm");
+        match (opens, extensions) {
+            (false, _) => Kvm::Absent,
+            (true, true) => Kvm::Hardware,
+            (true, false) => Kvm::Emulated,
+        }
+    }
+
+    fn probe() -> Self {
+        let opens = usable("/dev/kvm");
+        let kvm = match std::fs::read_to_string("/proc/cpuinfo") {
+            Ok(cpuinfo) => Self::of(opens, &cpuinfo),
+            // Without the flags, /dev/kvm is taken at its word.
+            Err(_) if opens => Kvm::Hardware,
+            Err(_) => Kvm::Absent,
+        };
+        // Tests drive the stall fallback on a host that has only a software KVM.
+        match kvm {
+            Kvm::Emulated if std::env::var_os("RUM_TEST_KVM_IS_HARDWARE").is_some() => {
+                Kvm::Hardware
+            }
+            kvm => kvm,
+        }
+    }
 }
 
 impl Host {
@@ -57,7 +104,7 @@ impl Host {
         Ok(Self {
             qemu,
             qemu_version: version,
-            kvm: usable("/dev/kvm"),
+            kvm: Kvm::probe(),
             vhost_vsock: usable("/dev/vhost-vsock"),
         })
     }
@@ -124,6 +171,18 @@ pub fn find_virtiofsd() -> Result<PathBuf, HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_without_vt_x_or_amd_v_is_emulated() {
+        let intel = "processor\t: 0\nflags\t\t: fpu vme de pse vmx ept\n";
+        let amd = "processor\t: 0\nflags\t\t: fpu svm npt\n";
+        // A nested cloud VM with PVM: a hypervisor flag and no VT-x.
+        let pvm = "processor\t: 0\nflags\t\t: fpu vme hypervisor avx512f\nvmx flags\t: none\n";
+        assert_eq!(Kvm::of(true, intel), Kvm::Hardware);
+        assert_eq!(Kvm::of(true, amd), Kvm::Hardware);
+        assert_eq!(Kvm::of(false, intel), Kvm::Absent);
+        assert_eq!(Kvm::of(true, pvm), Kvm::Emulated);
+    }
 
     const HELP: &str = "Supported machines are:\n\
         microvm              microvm (i386)\n\

@@ -1,6 +1,7 @@
-//! Killing `rum` with SIGKILL (no handler, no rollback) at a chosen moment.
+//! Killing `rum` with SIGKILL (no handler, no rollback) at a chosen moment,
+//! or holding it at a pause point while the test changes the world.
 
-use super::{E2e, wait_until};
+use super::{E2e, RumRun, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::process::Stdio;
@@ -60,5 +61,51 @@ impl E2e {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         self.procs.wait_timeout(pid, Duration::from_secs(10));
         printed()
+    }
+
+    /// Runs `rum ARGS` (with `vars`) held at the pause point `point` while
+    /// `meanwhile` runs, then lets it finish; returns what it did.
+    pub fn rum_paused(
+        &self,
+        vars: &[(&str, &str)],
+        args: &[&str],
+        point: &str,
+        meanwhile: impl FnOnce(),
+    ) -> RumRun {
+        let dir = self.dir("paused");
+        let n = std::fs::read_dir(&dir).unwrap().count();
+        let out = dir.join(format!("{n}.out"));
+        let err = dir.join(format!("{n}.err"));
+        let gate = dir.join(format!("{n}.gate"));
+        let reached = dir.join(format!("{n}.gate.reached"));
+        let mut cmd = self.rum_command();
+        cmd.args(args)
+            .envs(vars.iter().copied())
+            .env("RUM_TEST_PAUSE_AT", point)
+            .env("RUM_TEST_GATE", &gate)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        let pid = self.procs.spawn(&mut cmd);
+        let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default();
+        wait_until(Duration::from_secs(600), Duration::from_millis(10), || {
+            reached.exists() || self.procs.try_wait(pid).is_some()
+        });
+        assert!(
+            reached.exists(),
+            "rum {args:?} never reached {point}:\n{}",
+            read(&err)
+        );
+        meanwhile();
+        std::fs::write(&gate, b"").unwrap();
+        let status = self
+            .procs
+            .wait_timeout(pid, Duration::from_secs(600))
+            .unwrap_or_else(|| panic!("rum {args:?} did not finish:\n{}", read(&err)));
+        RumRun {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            status,
+            stdout: read(&out),
+            stderr: read(&err),
+        }
     }
 }

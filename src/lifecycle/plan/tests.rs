@@ -29,7 +29,7 @@ fn host(kvm: bool, vhost_vsock: bool) -> Host {
     Host {
         qemu: PathBuf::from("qemu-system-x86_64"),
         qemu_version: "10.0.2".into(),
-        kvm,
+        kvm: if kvm { Kvm::Hardware } else { Kvm::Absent },
         vhost_vsock,
     }
 }
@@ -81,6 +81,20 @@ fn kvm_where_it_works_else_tcg_with_a_warning() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("RUM_ACCEL"), "{err}");
+    // A software KVM: `auto` says why it takes TCG; `kvm` is obeyed.
+    let emulated = Host {
+        kvm: Kvm::Emulated,
+        ..no_kvm
+    };
+    let plan = super::plan(&inputs(&c, &p, &emulated, None)).unwrap();
+    assert_eq!(plan.spec.accel, Accel::Tcg);
+    assert!(
+        plan.warnings[0].contains("software KVM"),
+        "{:?}",
+        plan.warnings
+    );
+    let plan = super::plan(&inputs(&c, &p, &emulated, Some("kvm"))).unwrap();
+    assert_eq!(plan.spec.accel, Accel::Kvm);
 }
 
 #[test]
