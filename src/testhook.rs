@@ -8,7 +8,9 @@
 //!   (`rum-save-<tag>`, `rum-load-<tag>`, `rum-delete-<tag>`);
 //!   `milestone:<key>` as a milestone starts; `qemu_started` between QEMU's
 //!   start and its record; `cloud_init` before that wait; `step:<title>`
-//!   once the guest runs a provisioning step; `removing_files` in `destroy`.
+//!   once the guest runs a provisioning step; `removing_files` in `destroy`;
+//!   `image_verify` once a download is whole, `image_commit` half-way
+//!   through moving it into the cache.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -221,6 +221,70 @@ fn an_interrupted_pull_resumes_in_the_next_run() {
     );
 }
 
+/// `rum image pull` killed with SIGKILL once the download is whole (before
+/// it is verified) and half-way through moving it into the cache: the next
+/// pull finishes with the right bytes, and no half-made entry is listed.
+#[test]
+fn a_pull_killed_at_each_step_is_finished_by_the_next() {
+    let sandbox = Sandbox::new();
+    let (server, data) = serving("/disk.raw", 2 * MIB, 3, vec![]);
+    let url = server.url("/disk.raw");
+    let sha = sha256(&data);
+    for point in ["image_verify", "image_commit"] {
+        let gate = sandbox.root().join(format!("{point}.gate"));
+        let reached = sandbox.root().join(format!("{point}.gate.reached"));
+        let mut child = sandbox
+            .command(
+                &sandbox.project(),
+                &["image", "pull", &url, "--sha256", &sha],
+            )
+            .env("RUM_TEST_PAUSE_AT", point)
+            .env("RUM_TEST_GATE", &gate)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !reached.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reached {point}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for entry in listed(&sandbox) {
+            assert_ne!(
+                entry["image"]["status"], "verified",
+                "nothing verified after a kill at {point}: {entry}"
+            );
+        }
+        let out = pull(&sandbox, &url, Some(&sha));
+        assert!(out.status.success(), "after {point}: {}", text(&out));
+        let images = listed(&sandbox);
+        assert_eq!(images.len(), 1, "after {point}: {images:?}");
+        let image = &images[0]["image"];
+        assert_eq!(image["status"], "verified");
+        assert_eq!(
+            std::fs::read(image["path"].as_str().unwrap()).unwrap(),
+            data
+        );
+        assert!(
+            partial_files(&sandbox).is_empty(),
+            "after {point}: {:?}",
+            partial_files(&sandbox)
+        );
+        let name = image["name"].as_str().unwrap().to_owned();
+        let out = sandbox.rum(&["image", "delete", &name]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Each kill left a whole download: the next pull only verified it.
+    let served = server.served("/disk.raw");
+    let whole = served.iter().filter(|s| s.status == 200).count();
+    assert_eq!(whole, 2, "one download per kill point: {served:?}");
+}
+
 #[test]
 fn a_503_twice_backs_off_then_succeeds() {
     let sandbox = Sandbox::new();

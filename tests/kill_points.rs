@@ -1,8 +1,8 @@
 //! `rum` killed with SIGKILL at every milestone of its commands, one after
 //! another on one VM: a fresh `rum up` at each bring-up step, `rum retry`
 //! during the restore, a provisioning step and a checkpoint save, `rum
-//! snapshot create/restore/delete` while QEMU runs their job, `rum down` and
-//! `rum destroy`. After each kill the next natural command succeeds, no QEMU
+//! snapshot create/restore/delete` while QEMU runs their job, `rum down`, a
+//! resumed `rum up` on the stopped VM, and `rum destroy`. After each kill the next natural command succeeds, no QEMU
 //! or virtiofsd is duplicated, nothing that existed before is gone, and
 //! `state.json` parses; at the end `qemu-img check` is clean. One boot.
 
@@ -179,6 +179,28 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         "the overlay is the same file"
     );
     qemu_img_check(&overlay);
+
+    // `rum up` on the stopped VM, killed as QEMU starts, before it is
+    // recorded, and while the guest boots; the next `rum up` brings it up
+    // without running a system step again.
+    let resumed: &[(&str, At)] = &[
+        ("starting QEMU", At::Point("milestone:booted")),
+        ("QEMU started, not yet recorded", At::Point("qemu_started")),
+        ("waiting for the agent", At::Point("milestone:agent_ready")),
+    ];
+    for (what, at) in resumed {
+        env.kill_rum(&["up", "-d"], *at);
+        check_after(&env, &format!("resumed up killed {what}"), &kept);
+        recovered.push(format!("resumed up: {what}"));
+    }
+    env.rum(&["up", "-d"]).assert_success();
+    assert_eq!(
+        env.guest_sh("cat /var/tmp/one /var/tmp/two"),
+        "1\n2b\n",
+        "no system step ran again"
+    );
+    check_after(&env, "the resumed up", &kept);
+    env.rum(&["down"]).assert_success();
 
     // `rum destroy`, killed as it starts removing files; the next one finishes.
     env.kill_rum(&["destroy", "-f"], At::Point("removing_files"));

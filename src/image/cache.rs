@@ -153,6 +153,24 @@ impl Cache {
         Ok(file)
     }
 
+    /// A whole download a killed rum left staged half-way into the cache
+    /// goes back to being the partial download, to be verified again
+    /// rather than fetched again.
+    pub fn unstage(&self, name: &str) {
+        let stage = self.stage_path(name);
+        let image = stage.join("image");
+        let partial = self.partial_path(name);
+        if image.exists() && !partial.exists() {
+            let _ = std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o600));
+            let _ = std::fs::rename(&image, &partial);
+        }
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+
+    fn stage_path(&self, name: &str) -> PathBuf {
+        self.root.join(".partial").join(format!("{name}.entry"))
+    }
+
     pub fn discard_partial(&self, name: &str) {
         let _ = std::fs::remove_file(self.partial_path(name));
         let _ = std::fs::remove_file(self.partial_meta_path(name));
@@ -161,7 +179,7 @@ impl Cache {
     /// Moves a verified partial download into the cache: staged beside it,
     /// made read-only, then renamed into place in one step.
     pub fn commit(&self, name: &str, meta: &Meta) -> Result<(), ImageError> {
-        let stage = self.root.join(".partial").join(format!("{name}.entry"));
+        let stage = self.stage_path(name);
         let write = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ImageError::CacheWrite { path, source }
@@ -170,6 +188,7 @@ impl Cache {
         create_dir(&stage)?;
         let image = stage.join("image");
         std::fs::rename(self.partial_path(name), &image).map_err(write(&image))?;
+        crate::testhook::pause("image_commit");
         std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o400))
             .map_err(write(&image))?;
         let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
@@ -190,7 +209,7 @@ impl Cache {
             Err(source) => return Err(ImageError::CacheWrite { path: dir, source }),
         }
         self.discard_partial(name);
-        let _ = std::fs::remove_dir_all(self.root.join(".partial").join(format!("{name}.entry")));
+        let _ = std::fs::remove_dir_all(self.stage_path(name));
         Ok(())
     }
 

@@ -127,11 +127,13 @@ pub fn fetch(
         check_cached(&meta, sha256)?;
         return Ok(resolved(lock));
     }
+    cache.unstage(&name);
     let (expected, against) = expected_checksum(remote, sha256, downloader)?;
     let url = remote.url();
     let size = downloader.file(url, cache, &name)?;
     let partial = cache.partial_path(&name);
     let observer = downloader.observer();
+    crate::testhook::pause("image_verify");
     let digests = checksum::digest_file(
         &partial,
         expected.algorithm == checksum::Algorithm::Sha512,
