@@ -212,6 +212,23 @@ pub enum ImageCommand {
     },
     /// Delete every cached image no VM uses, and unfinished downloads
     Clear,
+    /// Make the VM's disk (as it is, or at a snapshot) a base image other
+    /// VMs start from (`base = "NAME"`), generalised on a throwaway copy
+    Bake {
+        name: String,
+        /// Bake the disk as it was at this snapshot (e.g. pre-provision)
+        #[arg(long, value_name = "TAG")]
+        snapshot: Option<String>,
+        /// Keep the guest agent and its unit in the image
+        #[arg(long)]
+        keep_agent: bool,
+        /// Write the image compressed (smaller, slower to write)
+        #[arg(long)]
+        compress: bool,
+        /// Replace an image of that name no VM uses
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -169,6 +169,20 @@ fn describe(s: &mut String, entry: &Listed, users: &[String]) {
                 meta.format
             );
             let _ = writeln!(s, "  source    {}", meta.source);
+            if let Some(baked) = &meta.baked {
+                let at = baked.snapshot.as_deref().unwrap_or("its disk as it was");
+                let steps: Vec<&str> = baked.steps.iter().map(|s| s.name.as_str()).collect();
+                let _ = writeln!(s, "  baked     at {at}, from {}", baked.config.display());
+                let _ = writeln!(
+                    s,
+                    "  steps     {}",
+                    if steps.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        steps.join(", ")
+                    }
+                );
+            }
             let _ = writeln!(
                 s,
                 "  verified  {} against {}",

@@ -101,6 +101,24 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             ImageCommand::List => image::list(reporter),
             ImageCommand::Delete { name, force } => image::delete(name, *force, reporter),
             ImageCommand::Clear => image::clear(reporter),
+            ImageCommand::Bake {
+                name,
+                snapshot,
+                keep_agent,
+                compress,
+                force,
+            } => {
+                use crate::lifecycle::bake::{Request, bake};
+                let instance = crate::lifecycle::Instance::open_target(&target(cli, &cwd)?)?;
+                let request = Request {
+                    name,
+                    snapshot: snapshot.as_deref(),
+                    keep_agent: *keep_agent,
+                    compress: *compress,
+                    force: *force,
+                };
+                Ok(bake(&instance, &request, reporter)?)
+            }
         },
         Command::Seed(SeedCommand::Dump { dir }) => {
             seed_dump::run(&config_file(cli, &cwd)?, &cwd.join(dir), reporter)

@@ -31,6 +31,9 @@ pub struct Meta {
     pub verified_against: String,
     /// Unix time (seconds).
     pub downloaded: u64,
+    /// For an image rum baked from a VM: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked: Option<Box<super::baked::Provenance>>,
 }
 
 /// Resume information of a partial download.
@@ -179,6 +182,20 @@ impl Cache {
     /// Moves a verified partial download into the cache: staged beside it,
     /// made read-only, then renamed into place in one step.
     pub fn commit(&self, name: &str, meta: &Meta) -> Result<(), ImageError> {
+        self.commit_file(name, &self.partial_path(name), meta)?;
+        let _ = std::fs::remove_file(self.partial_meta_path(name));
+        Ok(())
+    }
+
+    /// Where `rum image bake` works on `name` before it commits it; on the
+    /// cache's filesystem, so the image moves in by rename.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        self.root.join(".partial").join(format!("{name}.bake"))
+    }
+
+    /// Moves the finished image `file` into the cache as `name`: staged
+    /// beside it, made read-only, then renamed into place in one step.
+    pub fn commit_file(&self, name: &str, file: &Path, meta: &Meta) -> Result<(), ImageError> {
         let stage = self.stage_path(name);
         let write = |path: &Path| {
             let path = path.to_path_buf();
@@ -187,7 +204,7 @@ impl Cache {
         let _ = std::fs::remove_dir_all(&stage);
         create_dir(&stage)?;
         let image = stage.join("image");
-        std::fs::rename(self.partial_path(name), &image).map_err(write(&image))?;
+        std::fs::rename(file, &image).map_err(write(&image))?;
         crate::testhook::pause("image_commit");
         std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o400))
             .map_err(write(&image))?;
@@ -196,7 +213,6 @@ impl Cache {
             .map_err(write(&stage.join("meta.json")))?;
         let dest = self.root.join(name);
         std::fs::rename(&stage, &dest).map_err(write(&dest))?;
-        let _ = std::fs::remove_file(self.partial_meta_path(name));
         Ok(())
     }
 
@@ -227,7 +243,11 @@ impl Cache {
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.ends_with(".json") && !n.ends_with(".entry") && !n.ends_with(".tmp"));
+            .filter(|n| {
+                ![".json", ".entry", ".tmp", ".bake"]
+                    .iter()
+                    .any(|ext| n.ends_with(ext))
+            });
         names.extend(partials);
         names.sort();
         names.dedup();

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("`{name}` is not an image name rum knows; use one of {}, a URL, or a path such as ./{name}", known::names().collect::<Vec<_>>().join(", "))]
+    #[error("`{name}` is not an image name rum knows; use one of {}, an image `rum image bake` made (`rum image list`), a URL, or a path such as ./{name}", known::names().collect::<Vec<_>>().join(", "))]
     UnknownName { name: String },
+    #[error("`{0}` is an image `rum image bake` made; it is in the cache already")]
+    Baked(String),
     #[error("{url} does not exist (HTTP 404); check `[image] base` in rum.toml")]
     NotFound { url: String },
     #[error("{url} answered HTTP {status}; check `[image] base` in rum.toml")]
@@ -108,6 +110,7 @@ impl ImageError {
         matches!(
             self,
             ImageError::UnknownName { .. }
+                | ImageError::Baked(_)
                 | ImageError::NotCached { .. }
                 | ImageError::InUse { .. }
                 | ImageError::LocalPath(_)

@@ -2,6 +2,7 @@
 //! downloaded once into the cache, verified against a checksum, and never
 //! written again.
 
+pub mod baked;
 pub mod cache;
 pub mod checksum;
 pub mod download;
@@ -34,6 +35,7 @@ impl Remote {
         Ok(match source {
             ImageSource::Path(_) => None,
             ImageSource::Url(url) => Some(Remote::Url(url.clone())),
+            ImageSource::Baked(name) => return Err(ImageError::Baked(name.clone())),
             ImageSource::Shorthand(name) => {
                 Some(Remote::Known(known::lookup(name).ok_or_else(|| {
                     ImageError::UnknownName { name: name.clone() }
@@ -94,6 +96,17 @@ pub fn resolve(
     cache: &Cache,
     downloader: &mut Downloader,
 ) -> Result<Resolved, ImageError> {
+    if let ImageSource::Baked(name) = source {
+        let lock = cache.lock(name, |holder| downloader.observer().waiting(holder))?;
+        let meta = cache
+            .get(name)
+            .ok_or_else(|| ImageError::UnknownName { name: name.clone() })?;
+        check_cached(&meta, sha256)?;
+        return Ok(Resolved {
+            path: cache.image_path(name),
+            lock: Some(lock),
+        });
+    }
     match Remote::from_source(source)? {
         None => {
             let ImageSource::Path(path) = source else {
@@ -178,6 +191,7 @@ pub fn fetch(
             verified: expected,
             verified_against: against,
             downloaded,
+            baked: None,
         },
     )?;
     Ok(resolved(lock))

@@ -23,6 +23,8 @@ pub enum ImageSource {
     Url(String),
     /// A name such as `debian-12` that stands for an official cloud image.
     Shorthand(String),
+    /// The name of an image `rum image bake` made, in the cache.
+    Baked(String),
 }
 
 /// Why a value is not an image source. Each message reads on its own and
@@ -48,7 +50,7 @@ impl SourceError {
     pub fn help(&self) -> Option<String> {
         match self {
             SourceError::UnknownName(name) => Some(format!(
-                "use one of {}, an http(s) URL, or a path such as \"./{name}\"",
+                "use one of {}, an image `rum image bake` made (`rum image list`), an http(s) URL, or a path such as \"./{name}\"",
                 known::names().collect::<Vec<_>>().join(", ")
             )),
             _ => None,
@@ -97,10 +99,14 @@ impl ImageSource {
         {
             return Err(SourceError::NotASource(value.to_owned()));
         }
-        if known::lookup(value).is_none() {
-            return Err(SourceError::UnknownName(value.to_owned()));
+        if known::lookup(value).is_some() {
+            return Ok(ImageSource::Shorthand(value.to_owned()));
         }
-        Ok(ImageSource::Shorthand(value.to_owned()))
+        // Baked names never clash with the built-in ones (bake refuses).
+        if super::baked::is_cached(value) {
+            return Ok(ImageSource::Baked(value.to_owned()));
+        }
+        Err(SourceError::UnknownName(value.to_owned()))
     }
 }
 
@@ -109,7 +115,7 @@ impl fmt::Display for ImageSource {
         match self {
             ImageSource::Path(path) => write!(f, "{}", path.display()),
             ImageSource::Url(url) => f.write_str(url),
-            ImageSource::Shorthand(name) => f.write_str(name),
+            ImageSource::Shorthand(name) | ImageSource::Baked(name) => f.write_str(name),
         }
     }
 }

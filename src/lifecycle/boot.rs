@@ -328,33 +328,7 @@ impl Boot<'_> {
 
     fn firmware(&mut self, machine: &str) -> Result<rum_firmware::Firmware, LifecycleError> {
         let paths = &self.instance.paths;
-        let choice = self.instance.config.advanced.firmware;
-        // Only `auto` looks at the base image.
-        let base = match choice {
-            FirmwareChoice::Auto => disk::backing_file(&paths.overlay()).map_err(UpError::from)?,
-            FirmwareChoice::Bios | FirmwareChoice::Uefi => None,
-        };
-        let base_needs = match base {
-            Some(base) => {
-                let info = disk::inspect(&base).map_err(UpError::from)?;
-                Some(disk::boot_needs(&base, info.format).map_err(UpError::from)?)
-            }
-            None => None,
-        };
-        let interface = plan::firmware_interface(choice, base_needs);
-        let config_home = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        let dirs = rum_firmware::search_dirs(config_home.as_deref());
-        let descriptors = rum_firmware::load(&dirs).map_err(UpError::from)?;
-        let request = rum_firmware::Request {
-            architecture: "x86_64",
-            machine,
-            interface,
-            secure_boot: false,
-        };
-        let firmware =
-            rum_firmware::select(&descriptors, &request, &dirs).map_err(UpError::from)?;
+        let firmware = select_firmware(self.instance, machine)?;
         if let rum_firmware::Firmware::Uefi { vars_template, .. } = &firmware {
             let nvram = paths.nvram();
             if rum_firmware::ensure_nvram(&vars_template.filename, &nvram).map_err(UpError::from)? {
@@ -483,4 +457,40 @@ fn create_atomically(
         source,
     })?;
     Ok(())
+}
+
+/// The firmware the VM boots with (`[advanced] firmware`; `auto` reads the
+/// base image's partitions), from the installed descriptors.
+pub fn select_firmware(
+    instance: &Instance,
+    machine: &str,
+) -> Result<rum_firmware::Firmware, LifecycleError> {
+    let paths = &instance.paths;
+    let choice = instance.config.advanced.firmware;
+    // Only `auto` looks at the base image.
+    let base = match choice {
+        FirmwareChoice::Auto => disk::backing_file(&paths.overlay()).map_err(UpError::from)?,
+        FirmwareChoice::Bios | FirmwareChoice::Uefi => None,
+    };
+    let base_needs = match base {
+        Some(base) => {
+            let info = disk::inspect(&base).map_err(UpError::from)?;
+            Some(disk::boot_needs(&base, info.format).map_err(UpError::from)?)
+        }
+        None => None,
+    };
+    let interface = plan::firmware_interface(choice, base_needs);
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    let dirs = rum_firmware::search_dirs(config_home.as_deref());
+    let descriptors = rum_firmware::load(&dirs).map_err(UpError::from)?;
+    let request = rum_firmware::Request {
+        architecture: "x86_64",
+        machine,
+        interface,
+        secure_boot: false,
+    };
+    let firmware = rum_firmware::select(&descriptors, &request, &dirs).map_err(UpError::from)?;
+    Ok(firmware)
 }

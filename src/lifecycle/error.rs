@@ -213,6 +213,42 @@ impl DestroyError {
     }
 }
 
+/// Baking a VM's disk into a base image (`rum image bake`).
+#[derive(Debug, thiserror::Error)]
+pub enum BakeError {
+    #[error(transparent)]
+    Name(#[from] image::baked::NameError),
+    #[error("An image `{0}` exists already; `--force` replaces it, or choose another name")]
+    Exists(String),
+    #[error("The image `{0}` is in use by {1}; destroy those VMs first")]
+    InUse(String, String),
+    #[error(
+        "Only {free_mib} MiB are free in {}; the baked image needs about {need_mib} MiB. Free some space first", .dir.display()
+    )]
+    NoSpace {
+        dir: PathBuf,
+        free_mib: u64,
+        need_mib: u64,
+    },
+    #[error("`{0}` has no disk yet; `rum up` creates it")]
+    NoDisk(String),
+    #[error("{tool} failed: {message}")]
+    Tool { tool: String, message: String },
+    #[error("The throwaway copy did not boot to its agent within {0:?}; its console is in {1}")]
+    NoAgent(std::time::Duration, String),
+    #[error("Generalising the throwaway copy failed (exit {0}): {1}")]
+    Generalise(i32, String),
+}
+
+impl BakeError {
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            BakeError::Name(_) | BakeError::Exists(_) | BakeError::NoSpace { .. }
+        )
+    }
+}
+
 /// The error of everything in `lifecycle/`.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -246,6 +282,8 @@ pub enum LifecycleError {
     Provision(#[from] provision::ProvisionError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error(transparent)]
+    Bake(#[from] BakeError),
     #[error("There is no instance `{id}`; {}", if .known.is_empty() { "there are none (`rum list`)".to_owned() } else { format!("there are: {}", .known.join(", ")) })]
     UnknownInstance { id: String, known: Vec<String> },
     #[error(
@@ -290,6 +328,7 @@ impl LifecycleError {
             LifecycleError::Snapshot(e) => e.is_usage(),
             LifecycleError::Provision(e) => e.is_usage(),
             LifecycleError::Reload(e) => e.is_usage(),
+            LifecycleError::Bake(e) => e.is_usage(),
             LifecycleError::Identity(_)
             | LifecycleError::State(_)
             | LifecycleError::Record(_)

@@ -2,6 +2,7 @@
 //! running one. Commands in `commands/` are thin layers over these.
 
 pub mod agent;
+pub mod bake;
 pub mod boot;
 pub mod checkpoints;
 pub mod condition;
@@ -22,7 +23,7 @@ pub mod stop;
 pub mod up;
 pub mod wait;
 
-pub use error::{AgentError, LifecycleError, ReloadError, SnapshotError};
+pub use error::{AgentError, BakeError, LifecycleError, ReloadError, SnapshotError};
 pub use guest::tail as console_tail;
 pub use runtime::{MountRecord, RuntimeInfo};
 

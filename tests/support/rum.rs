@@ -83,6 +83,16 @@ impl E2e {
         serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
     }
 
+    /// `rum_data`, run in `dir` (another project) instead of the project dir.
+    pub fn rum_data_in(&self, dir: &Path, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let run = self.rum_in(dir, &all);
+        run.assert_success();
+        let last = run.stdout.lines().last().expect("a result line");
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["data"].clone()
+    }
+
     pub fn guest_sh(&self, command: &str) -> String {
         let run = self.rum(&["exec", "--user", "root", "--", "sh", "-c", command]);
         run.assert_success();
@@ -92,6 +102,11 @@ impl E2e {
     /// Runs `rum ARGS` to completion (at most 10 minutes) and returns its output.
     pub fn rum(&self, args: &[&str]) -> RumRun {
         self.rum_with_timeout(args, RUM_TIMEOUT)
+    }
+
+    /// `rum ARGS` as `rum` runs it, but with `dir` (another project) as working dir.
+    pub fn rum_in(&self, dir: &Path, args: &[&str]) -> RumRun {
+        self.run_rum_with(Some(dir), &[], &[], args, RUM_TIMEOUT)
     }
 
     /// `rum ARGS` with extra environment variables (they win over the defaults).
@@ -106,26 +121,31 @@ impl E2e {
     /// `rum ARGS` without the variables `unset` (e.g. `RUM_ACCEL`, to let rum
     /// pick the accelerator), with `vars` set.
     pub fn rum_unset(&self, unset: &[&str], vars: &[(&str, &str)], args: &[&str]) -> RumRun {
-        self.run_rum_with(unset, vars, args, RUM_TIMEOUT)
+        self.run_rum_with(None, unset, vars, args, RUM_TIMEOUT)
     }
 
     fn run_rum(&self, vars: &[(&str, &str)], args: &[&str], timeout: Duration) -> RumRun {
-        self.run_rum_with(&[], vars, args, timeout)
+        self.run_rum_with(None, &[], vars, args, timeout)
     }
 
+    /// `dir`: the working dir instead of the project dir.
     fn run_rum_with(
         &self,
+        dir: Option<&Path>,
         unset: &[&str],
         vars: &[(&str, &str)],
         args: &[&str],
         timeout: Duration,
     ) -> RumRun {
         // Files, not pipes: no deadlock on large output, and they are dumped if the test fails.
-        let dir = self.dir("rum-runs");
-        let n = fs::read_dir(&dir).map(|d| d.count() / 2 + 1).unwrap_or(1);
-        let stdout_path = dir.join(format!("{n:03}-stdout.log"));
-        let stderr_path = dir.join(format!("{n:03}-stderr.log"));
+        let runs = self.dir("rum-runs");
+        let n = fs::read_dir(&runs).map(|d| d.count() / 2 + 1).unwrap_or(1);
+        let stdout_path = runs.join(format!("{n:03}-stdout.log"));
+        let stderr_path = runs.join(format!("{n:03}-stderr.log"));
         let mut cmd = self.rum_command();
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         for name in unset {
             cmd.env_remove(name);
         }
