@@ -31,7 +31,9 @@ pub fn generalise_script(user: &str, keep_agent: bool) -> String {
     let mut s = String::from(
         "set -u\n\
          sync\n\
-         cloud-init clean --logs --machine-id || { cloud-init clean --logs; rm -f /etc/machine-id; }\n\
+         cloud-init clean --logs\n\
+         # Empty, not absent: systemd makes a new id at the next boot (machine-id(5)).\n\
+         : > /etc/machine-id\n\
          rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*\n",
     );
     s += &format!(
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn the_script_strips_identity_and_keeps_the_agent_only_when_asked() {
         let s = generalise_script("dev", false);
-        assert!(s.contains("cloud-init clean --logs --machine-id"));
+        assert!(s.contains("cloud-init clean --logs") && s.contains(": > /etc/machine-id"));
         assert!(s.contains("/etc/ssh/ssh_host_*"));
         assert!(s.contains("user=dev\n") && s.contains("userdel --force --remove"));
         assert!(s.contains("rm -f /etc/systemd/system/rum-agent.service /usr/local/bin/rum-agent"));
