@@ -30,6 +30,8 @@ const POWER_OFF: Duration = Duration::from_secs(180);
 pub fn generalise_script(user: &str, keep_agent: bool) -> String {
     let mut s = String::from(
         "set -u\n\
+         # A stage still running would write its state again after the clean.\n\
+         cloud-init status --wait >/dev/null 2>&1 || true\n\
          sync\n\
          cloud-init clean --logs\n\
          # Empty, not absent: systemd makes a new id at the next boot (machine-id(5)).\n\
