@@ -99,9 +99,7 @@ pub fn bake(
         step.done();
     }
     let source = request.snapshot.or(temporary.then_some(BAKE_TAG));
-    let flattened = flatten(
-        instance, &cache, request, &qemu_img, source, &overlay, reporter,
-    );
+    let flattened = flatten(&cache, request, &qemu_img, source, &overlay, reporter);
     if temporary {
         let _ = rt.block_on(delete_disk_snapshot(instance));
     }
@@ -196,7 +194,6 @@ fn in_use(dirs: &crate::instance::BaseDirs, cache: &Cache, name: &str) -> Result
 /// Measures, checks the space, and flattens `overlay` at `source` into the
 /// work dir; the work dir and the flattened file.
 fn flatten(
-    instance: &Instance,
     cache: &Cache,
     request: &Request<'_>,
     qemu_img: &Path,
@@ -223,7 +220,6 @@ fn flatten(
         }
         .into());
     }
-    let _ = instance;
     let step = reporter.step(format!(
         "Flattening the disk{} ({} MiB)",
         source
