@@ -60,6 +60,16 @@ fn fill_up(file: &Path) {
     let _ = out.sync_all();
 }
 
+/// Allocates `len` bytes of blocks from the first hole of `file` on: its
+/// data stays as it is (fallocate without KEEP_SIZE changes, in range).
+fn give_blocks_to_next_clusters(file: &Path, len: i64) {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    use nix::unistd::{Whence, lseek};
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    let hole = lseek(&f, 0, Whence::SeekHole).unwrap();
+    fallocate(&f, FallocateFlags::FALLOC_FL_KEEP_SIZE, hole, len).unwrap();
+}
+
 #[test]
 fn snapshots_on_a_disk_that_fills_up() {
     let Some(env) = support::e2e() else { return };
@@ -115,6 +125,48 @@ fn snapshots_on_a_disk_that_fills_up() {
         !recorded("s0") && !recorded("s1"),
         "the record agrees with the image again"
     );
+
+    // A guest whose disk cannot grow on the full host disk is paused by
+    // QEMU: rum says so (not that the agent went away), and `rum up` lets
+    // it go on once there is room.
+    env.write_rum_toml(
+        "[advanced]\nguest_ram = \"memfd\"\n\n\
+         [provision.boot]\nname = \"grow\"\n\
+         script = \"dd if=/dev/urandom of=/var/tmp/grow bs=1M count=64 conv=fsync\"\n",
+    );
+    fill_up(&filler);
+    let grow = rum(&env, &data, &[], &["provision"]);
+    assert_eq!(grow.status.code(), Some(1), "{grow}");
+    let paused = "The VM is paused: QEMU could not write its disk because the disk holding";
+    assert!(grow.stderr.contains(paused), "{grow}");
+    let up = rum(&env, &data, &[], &["up"]);
+    assert!(
+        up.stderr.contains(paused) && up.stderr.contains("Free some space"),
+        "still no room: {up}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let up = rum(&env, &data, &[], &["up"]);
+    assert!(
+        up.stderr.contains("there is room again, so it goes on"),
+        "{up}"
+    );
+    let ssh = rum(
+        &env,
+        &data,
+        &[],
+        &["ssh", "--", "ls", "-s", "/var/tmp/grow"],
+    );
+    ssh.assert_success();
+    assert!(
+        ssh.stdout.starts_with("65536 "),
+        "the write finished: {ssh}"
+    );
+
+    // From here the guest must not pause: the clusters qcow2 hands out next
+    // (the lowest free ones, holes since their snapshot was deleted) get
+    // their blocks now, so the guest's own writes need none while full.
+    let overlay_file = state_file.parent().unwrap().join("disk.qcow2");
+    give_blocks_to_next_clusters(&overlay_file, 64 << 20);
 
     // Bookkeeping on a disk that fills up while a step runs: the run says
     // what it did, its records are written from the reserve, and the user

@@ -23,10 +23,15 @@ pub async fn connect_agent(instance: &Instance, timeout: Duration) -> Result<Cli
         retry: Duration::from_millis(500),
         timeout,
     };
-    Client::connect(&endpoint(instance, &info), &options)
-        .await
-        .map_err(|source| AgentError::Unreachable {
-            instance: name,
-            source,
-        })
+    match Client::connect(&endpoint(instance, &info), &options).await {
+        Ok(client) => Ok(client),
+        Err(source) => {
+            Err(super::disk_full::explain(instance)
+                .await
+                .unwrap_or(AgentError::Unreachable {
+                    instance: name,
+                    source,
+                }))
+        }
+    }
 }

@@ -97,6 +97,15 @@ pub enum AgentError {
         #[source]
         source: rum_agent::Error,
     },
+    #[error(
+        "The VM is paused: QEMU could not write its disk because the disk holding {} is full ({free_mib} MiB free). Free some space, then `rum up` lets the VM go on", .dir.display()
+    )]
+    DiskFull { dir: PathBuf, free_mib: u64 },
+    #[error("The VM paused on a full disk and could not be let go on")]
+    Resume {
+        #[source]
+        source: rum_qmp::QmpError,
+    },
 }
 
 /// Saving, loading and deleting snapshots, and what `rum snapshot` is asked.

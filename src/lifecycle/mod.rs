@@ -6,6 +6,7 @@ pub mod bake;
 pub mod boot;
 pub mod checkpoints;
 pub mod condition;
+mod disk_full;
 pub mod error;
 mod guest;
 pub mod in_place;

@@ -12,6 +12,7 @@ use super::{Instance, RuntimeInfo};
 use crate::drift::Applies;
 use crate::exit::Exit;
 use crate::output::Reporter;
+use crate::provision::ProvisionError;
 use crate::provision::run::{self, Attempt};
 use crate::provision::scripts::system_hash;
 use crate::state::{Milestone, RamKind, State};
@@ -106,9 +107,18 @@ pub fn provision(
     };
     let dir = instance.paths.attempt_dir(number);
     let run = |client: &Client, scripts: &[Script], range, try_number| {
-        rt.block_on(run::run(
-            client, scripts, range, number, try_number, &dir, reporter,
-        ))
+        rt.block_on(async {
+            let ran = run::run(client, scripts, range, number, try_number, &dir, reporter).await;
+            match ran {
+                // An agent gone quiet may be a guest QEMU paused on a full disk.
+                Err(ProvisionError::Agent(
+                    rum_agent::Error::Closed(_) | rum_agent::Error::NoAnswer { .. },
+                )) if let Some(full) = super::disk_full::explain(instance).await => {
+                    Err(LifecycleError::from(full))
+                }
+                ran => Ok(ran?),
+            }
+        })
     };
 
     // A phase of one step is shown as the phase; it needs no cached line.

@@ -41,8 +41,20 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
         (paths.project_record(), project.to_string().into_bytes()),
         (paths.saved_config(), text),
     ] {
-        crate::fsutil::write_private(&path, &bytes)
-            .map_err(|source| super::error::UpError::Write { path, source })?;
+        // Unchanged, it is not written: `rum up` on a full disk still gets
+        // to a running VM (and to saying that the disk is full).
+        if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+            continue;
+        }
+        match crate::fsutil::write_private(&path, &bytes) {
+            Ok(()) => {}
+            // An older copy serves until there is space again.
+            Err(e) if !fresh => reporter.warn(&format!(
+                "could not update {} ({e}); it stays as it was",
+                path.display()
+            )),
+            Err(source) => return Err(super::error::UpError::Write { path, source }.into()),
+        }
     }
     crate::fsutil::reserve(&paths.reserve());
     let mut state = super::snapshots::load_state(instance)?;
@@ -65,6 +77,7 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
             guard.disarm();
             // A `rum up` or `snapshot` killed while copying RAM left it paused.
             super::snapshots::resume_if_interrupted(instance, &rt)?;
+            super::disk_full::go_on_if_paused(instance, &rt, reporter)?;
             reload::report(instance, reporter)?;
             match readiness(&state) {
                 Readiness::Ready => return Ok(already_up(instance, pid, reporter)),
