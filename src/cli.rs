@@ -212,6 +212,22 @@ pub enum ImageCommand {
     },
     /// Delete every cached image no VM uses, and unfinished downloads
     Clear,
+    /// Write a baked image and its checksum to one file, to hand to another
+    /// machine (`rum image import FILE` there)
+    Export {
+        name: String,
+        /// A new file
+        file: std::path::PathBuf,
+    },
+    /// Add an exported image to the cache, once its checksum verifies
+    Import {
+        file: std::path::PathBuf,
+        /// The name to cache it under (default: the name it was exported under)
+        name: Option<String>,
+        /// Replace an image of that name no VM uses
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
     /// Make the VM's disk (as it is, or at a snapshot) a base image other
     /// VMs start from (`base = "NAME"`), generalised on a throwaway copy
     Bake {

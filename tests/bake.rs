@@ -1,11 +1,15 @@
 //! `rum image bake`, end to end: a provisioned, running VM's disk becomes a
 //! base image in the shared cache, and the VM goes on running untouched.
+//! Baked from `pre-provision` of a VM whose provisioning failed, the image
+//! holds none of that attempt (read offline; needs root for the mount).
 //! Refused bakes (bad, built-in or taken names, an unknown snapshot) exit 2
 //! and write nothing. The image stands alone (no backing file, no
 //! snapshots), and a VM made from it in another project, after the first
 //! VM is gone, has the package and files the first one installed but its
 //! own user, host name, SSH host key, machine-id and cloud-init instance.
-//! The image cannot be deleted while that VM uses it. Two boots.
+//! Between the two, the image goes out by `rum image export` and back by
+//! `rum image import`, which refuses a damaged copy. The image cannot be
+//! deleted while that VM uses it. Two boots.
 
 mod support;
 
@@ -131,9 +135,61 @@ fn host(program: &Path, args: &[&str], image: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Whether each of `paths` (relative to /) exists in the root filesystem
+/// of the qcow2 `image`, read offline: made raw, and its root partition
+/// (the third, as `tests/image/build` lays it out) loop-mounted read-only.
+fn exist_in(env: &E2e, image: &Path, paths: &[&str]) -> Vec<bool> {
+    use std::os::unix::fs::FileExt;
+    let raw = env.dir("offline").join("disk.raw");
+    let _ = std::fs::remove_file(&raw);
+    let out = Command::new(&env.tools.qemu_img)
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // GPT: the header at LBA 1 says where the entries are and their size.
+    let f = std::fs::File::open(&raw).unwrap();
+    let mut header = [0u8; 92];
+    f.read_exact_at(&mut header, 512).unwrap();
+    assert_eq!(&header[..8], b"EFI PART", "a GPT disk");
+    let entries = u64::from_le_bytes(header[72..80].try_into().unwrap()) * 512;
+    let size = u64::from(u32::from_le_bytes(header[84..88].try_into().unwrap()));
+    let mut first = [0u8; 8];
+    f.read_exact_at(&mut first, entries + 2 * size + 32)
+        .unwrap();
+    let offset = u64::from_le_bytes(first) * 512;
+    let mount = env.dir("offline").join("root");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ext4", "-o"])
+        .arg(format!("ro,noload,loop,offset={offset}"))
+        .arg(&raw)
+        .arg(&mount)
+        .output()
+        .unwrap();
+    assert!(
+        mounted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mounted.stderr)
+    );
+    let found = paths.iter().map(|p| mount.join(p).exists()).collect();
+    let _ = Command::new("umount").arg(&mount).status();
+    let _ = std::fs::remove_file(&raw);
+    found
+}
+
 #[test]
 fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
     let Some(env) = support::e2e() else { return };
+    if !support::may_mount() {
+        return;
+    }
     let p1 = env.project.clone();
 
     // Project 1: provisioned with a package and a file, left running.
@@ -144,9 +200,40 @@ fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
         "[user]\nname = \"{USER1}\"\n\n[[mounts]]\nsource = \"{}\"\ntarget = \"/mnt/share\"\n\n[[provision.system]]\nname = \"setup\"\nfile = \"provision/setup.sh\"\n",
         share.display()
     ));
-    let vm1 = env.rum_data(&["up", "-d"])["instance"]
+    // First with a step that leaves a trace and fails.
+    let good = std::fs::read_to_string(p1.join("rum.toml")).unwrap();
+    std::fs::write(
+        p1.join("rum.toml"),
+        format!(
+            "{good}\n[[provision.system]]\nname = \"broken\"\nscript = \"echo trace > /opt/failed-trace; exit 3\"\n"
+        ),
+    )
+    .unwrap();
+    let failed = env.rum(&["up", "-d"]);
+    assert_eq!(failed.status.code(), Some(1), "{failed}");
+    assert_eq!(env.guest_sh("cat /opt/failed-trace"), "trace\n");
+
+    // Baked from `pre-provision`: none of the failed attempt is in it.
+    env.rum_data(&["image", "bake", "clean", "--snapshot", "pre-provision"]);
+    let clean = env.xdg.cache.join("rum/images/clean/image");
+    let found = exist_in(
+        &env,
+        &clean,
+        &["opt/failed-trace", "opt/baked-marker", "etc/hostname"],
+    );
+    assert_eq!(
+        found,
+        [false, false, true],
+        "only what was there before provisioning"
+    );
+    env.rum(&["image", "delete", "clean"]).assert_success();
+
+    // Fixed: the retry keeps the `setup` checkpoint and drops the trace.
+    std::fs::write(p1.join("rum.toml"), &good).unwrap();
+    env.rum(&["retry"]).assert_success();
+    let vm1 = env.rum_data(&["status"])["instance"]
         .as_str()
-        .expect("up names the instance")
+        .expect("status names the instance")
         .to_owned();
     let id1 = Identity::parse(&env.guest_sh(Identity::COMMAND));
     let fstab1 = env.guest_sh("cat /etc/fstab");
@@ -248,6 +335,72 @@ fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
 
     // Gone before the image is used: the image needs nothing of it.
     env.rum(&["destroy", "-f"]).assert_success();
+
+    // Handed to another machine: exported to one file, deleted here and
+    // imported back, verified; project 2 below boots from the import.
+    let exports = env.dir("exports");
+    let export = exports.join("golden.rumimage");
+    let export_arg = export.to_str().unwrap();
+    let exported = env.rum_data(&["image", "export", "golden", export_arg]);
+    assert_eq!(exported["meta"]["sha256"], sha256.as_str(), "{exported}");
+    assert_eq!(
+        host(Path::new("tar"), &["tf"], &export),
+        "rum-image.json\nimage\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&export).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = env.rum(&["image", "export", "golden", export_arg]);
+    assert_eq!(again.status.code(), Some(2), "the file exists: {again}");
+    // One byte of the image changed on the way: refused, nothing cached.
+    let damaged = exports.join("damaged.rumimage");
+    std::fs::copy(&export, &damaged).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&damaged)
+            .unwrap();
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, 4 << 20).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x80], 4 << 20).unwrap();
+    }
+    let refused = env.rum(&["image", "import", damaged.to_str().unwrap(), "copy"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused}");
+    assert!(refused.stderr.contains("is damaged"), "{refused}");
+    let not_export = env.rum(&["image", "import", p1.join("rum.toml").to_str().unwrap()]);
+    assert_eq!(not_export.status.code(), Some(2), "{not_export}");
+    assert!(
+        not_export
+            .stderr
+            .contains("is not an image `rum image export` wrote"),
+        "{not_export}"
+    );
+    let taken = env.rum(&["image", "import", export_arg]);
+    assert_eq!(taken.status.code(), Some(2), "golden is cached: {taken}");
+    assert_eq!(cached(&env), ["golden"]);
+    env.rum(&["image", "delete", "golden"]).assert_success();
+    let imported = env.rum_data(&["image", "import", export_arg]);
+    assert_eq!(imported["name"], "golden", "{imported}");
+    assert_eq!(cached(&env), ["golden"]);
+    assert_eq!(
+        host(Path::new("sha256sum"), &[], &image)
+            .split_whitespace()
+            .next(),
+        Some(sha256.as_str())
+    );
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    let listed = &images(&env)[0]["image"];
+    assert_eq!(
+        listed["baked"]["instance"],
+        vm1.as_str(),
+        "provenance kept: {listed}"
+    );
 
     // Project 2, on the baked image, with its own VM name, host name and user.
     let p2 = env.dir("project2");

@@ -1,5 +1,6 @@
-//! `rum image pull | list | delete | clear`: the shared base-image cache.
+//! `rum image pull | list | delete | clear | export | import`: the shared base-image cache.
 
+use crate::image::archive;
 use crate::image::cache::{self, Listed, ListedState};
 use crate::image::shown::Shown;
 use crate::image::{self, Cache, Checksum, Downloader, ImageError, ImageSource, Policy, Remote};
@@ -9,6 +10,7 @@ use crate::{Error, Exit};
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::fmt::Write;
+use std::path::Path;
 
 pub fn pull(base: &str, sha256: Option<&str>, reporter: &Reporter) -> Result<Exit, Error> {
     let sha256 = sha256
@@ -103,6 +105,61 @@ pub fn delete(name: &str, force: bool, reporter: &Reporter) -> Result<Exit, Erro
     reporter.result(
         &format!("Deleted `{name}` ({} freed)", HumanBytes(size(&entry))),
         &json!({ "deleted": name, "bytes": size(&entry), "orphaned": users }),
+    );
+    Ok(Exit::Success)
+}
+
+pub fn export(name: &str, file: &Path, reporter: &Reporter) -> Result<Exit, Error> {
+    let cache = Cache::new(&BaseDirs::from_env()?);
+    let step = reporter.step(format!("Exporting `{name}` to {}", file.display()));
+    let meta = match archive::export(&cache, name, file) {
+        Ok(meta) => meta,
+        Err(e) => {
+            step.fail_with(&e);
+            return Err(e.into());
+        }
+    };
+    step.done();
+    reporter.result(
+        &format!(
+            "Exported `{name}` to {} ({}, sha256 {}); `rum image import {}` adds it to another machine's cache",
+            file.display(),
+            HumanBytes(meta.size),
+            meta.sha256,
+            file.display()
+        ),
+        &json!({ "name": name, "file": file, "meta": meta }),
+    );
+    Ok(Exit::Success)
+}
+
+pub fn import(
+    file: &Path,
+    name: Option<&str>,
+    force: bool,
+    reporter: &Reporter,
+) -> Result<Exit, Error> {
+    let dirs = BaseDirs::from_env()?;
+    let cache = Cache::new(&dirs);
+    let step = reporter.step(format!("Importing {}", file.display()));
+    let meta = match archive::import(&cache, &dirs, file, name, force) {
+        Ok(meta) => meta,
+        Err(e) => {
+            step.fail_with(&e);
+            return Err(e.into());
+        }
+    };
+    step.done();
+    let path = cache.image_path(&meta.name);
+    reporter.result(
+        &format!(
+            "Imported `{}` ({}, sha256 {} verified); `base = \"{}\"` in [image] starts VMs from it",
+            meta.name,
+            HumanBytes(meta.size),
+            meta.sha256,
+            meta.name
+        ),
+        &json!({ "name": meta.name, "path": path, "meta": meta }),
     );
     Ok(Exit::Success)
 }

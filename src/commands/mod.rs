@@ -101,6 +101,10 @@ pub fn run(cli: &Cli, reporter: &Reporter) -> Result<Exit, Error> {
             ImageCommand::List => image::list(reporter),
             ImageCommand::Delete { name, force } => image::delete(name, *force, reporter),
             ImageCommand::Clear => image::clear(reporter),
+            ImageCommand::Export { name, file } => image::export(name, file, reporter),
+            ImageCommand::Import { file, name, force } => {
+                image::import(file, name.as_deref(), *force, reporter)
+            }
             ImageCommand::Bake {
                 name,
                 snapshot,

@@ -102,6 +102,44 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+/// `rum image export | import`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "`{0}` was downloaded, not baked; on the other machine `rum image pull {0}` fetches and verifies it (export is for images `rum image bake` made)"
+    )]
+    NotBaked(String),
+    #[error("{} exists already; choose another file, or remove it first", .0.display())]
+    Exists(PathBuf),
+    #[error("{} is not an image `rum image export` wrote: {why}", .path.display())]
+    NotAnExport { path: PathBuf, why: String },
+    #[error(
+        "{} is damaged: {what}; nothing was imported. Copy the file again", .path.display()
+    )]
+    Damaged { path: PathBuf, what: String },
+    #[error(
+        "{} does not hold a standalone qcow2 ({why}), so it is not an image rum baked; nothing was imported", .path.display()
+    )]
+    NotStandalone { path: PathBuf, why: String },
+    #[error(transparent)]
+    BadName(#[from] super::baked::NameError),
+    #[error(
+        "The cache holds an image `{0}` already; give the import another NAME, or pass --force to replace it"
+    )]
+    Taken(String),
+}
+
+impl ExportError {
+    pub fn is_usage(&self) -> bool {
+        !matches!(
+            self,
+            ExportError::Damaged { .. } | ExportError::NotStandalone { .. }
+        )
+    }
 }
 
 impl ImageError {
@@ -116,7 +154,7 @@ impl ImageError {
                 | ImageError::LocalPath(_)
                 | ImageError::Source(_)
                 | ImageError::BadSha256(_)
-        )
+        ) || matches!(self, ImageError::Export(e) if e.is_usage())
     }
 }
 

@@ -2,6 +2,7 @@
 //! downloaded once into the cache, verified against a checksum, and never
 //! written again.
 
+pub mod archive;
 pub mod baked;
 pub mod cache;
 pub mod checksum;
@@ -14,7 +15,7 @@ pub mod source;
 pub use cache::{Cache, CacheLock, Meta};
 pub use checksum::Checksum;
 pub use download::{Downloader, Observer, Policy};
-pub use error::ImageError;
+pub use error::{ExportError, ImageError};
 pub use known::Known;
 pub use source::{ImageSource, SourceError};
 
