@@ -17,6 +17,7 @@ mod ports;
 pub mod provisioning;
 pub mod reload;
 pub mod retry;
+mod rollback;
 mod runtime;
 mod shares;
 pub mod snapshots;

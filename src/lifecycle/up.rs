@@ -91,9 +91,9 @@ pub fn up(instance: &Instance, reporter: &Reporter) -> Result<Exit, LifecycleErr
                 ) => {
                     reporter
                         .line("Provisioning was interrupted; going on from its last checkpoint");
-                    return super::retry::retry_locked(
+                    return super::rollback::retry_locked(
                         instance,
-                        super::retry::RetryMode::Full,
+                        super::rollback::RetryMode::Full,
                         false,
                         reporter,
                     );
