@@ -9,7 +9,9 @@
 //! own user, host name, SSH host key, machine-id and cloud-init instance.
 //! Between the two, the image goes out by `rum image export` and back by
 //! `rum image import`, which refuses a damaged copy. The image cannot be
-//! deleted while that VM uses it. Two boots.
+//! deleted while that VM uses it. A bake killed while its copy runs puts
+//! nothing in the cache, and the next bake stops the copy it left. Two VMs
+//! boot, and two throwaway copies.
 
 mod support;
 
@@ -65,6 +67,18 @@ impl Identity {
             instance_id: lines[3].to_owned(),
         }
     }
+}
+
+/// QEMUs of throwaway copies (their files are in a bake's work dir).
+fn throwaway_qemus(env: &E2e) -> Vec<u32> {
+    env.procs
+        .strays()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(".bake/"))
+        })
+        .collect()
 }
 
 /// `sh -c COMMAND` as root in the VM of the project in `dir`; it must
@@ -262,6 +276,16 @@ fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
     assert!(images(&env).is_empty(), "{:?}", images(&env));
     assert_eq!(cached(&env), Vec::<String>::new());
 
+    // A bake killed while its throwaway copy runs: nothing enters the cache,
+    // and the next bake stops the copy's QEMU, which outlived it.
+    env.kill_rum(
+        &["image", "bake", "golden"],
+        support::At::Point("bake_generalise"),
+    );
+    assert!(images(&env).is_empty(), "{:?}", images(&env));
+    assert_eq!(cached(&env), Vec::<String>::new());
+    assert_eq!(throwaway_qemus(&env).len(), 1, "the killed bake's copy");
+
     // Baked from the running VM's current disk.
     let baked = env.rum_data(&["image", "bake", "golden"]);
     assert_eq!(baked["name"], "golden", "{baked}");
@@ -307,6 +331,11 @@ fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
     assert_eq!(listed["sha256"], sha256.as_str(), "{listed}");
     assert!(listed["baked"].is_object(), "{listed}");
     assert_eq!(listed["baked"]["instance"], vm1.as_str(), "{listed}");
+    assert!(
+        throwaway_qemus(&env).is_empty(),
+        "{:?}",
+        throwaway_qemus(&env)
+    );
 
     // A name taken: refused, and the image stays as it was.
     let again = env.rum(&["image", "bake", "golden"]);

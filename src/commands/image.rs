@@ -189,6 +189,14 @@ pub fn clear(reporter: &Reporter) -> Result<Exit, Error> {
         freed += size(&entry);
         deleted.push(entry.name);
     }
+    // What a killed bake left: its throwaway QEMU and work files.
+    for name in cache.bake_work_names() {
+        if let Ok(Ok(_lock)) = cache.try_lock(&name) {
+            let work = cache.work_dir(&name);
+            crate::lifecycle::bake::stop_leftover(&work);
+            let _ = std::fs::remove_dir_all(&work);
+        }
+    }
     reporter.result(
         &format!(
             "Deleted {} cached image(s), {} freed; kept {} in use",

@@ -193,6 +193,18 @@ impl Cache {
         self.root.join(".partial").join(format!("{name}.bake"))
     }
 
+    /// Names of the images whose bake work dirs are on disk (a bake at work,
+    /// or one a killed rum left).
+    pub fn bake_work_names(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join(".partial"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".bake").map(str::to_owned))
+            .collect()
+    }
+
     /// Moves the finished image `file` into the cache as `name`: staged
     /// beside it, made read-only, then renamed into place in one step.
     pub fn commit_file(&self, name: &str, file: &Path, meta: &Meta) -> Result<(), ImageError> {

@@ -19,6 +19,7 @@ mod loopfs;
 mod procs;
 mod pty;
 mod rum;
+mod slot;
 mod ssh;
 mod wait;
 
@@ -50,6 +51,8 @@ pub struct E2e {
     /// Where `rum` runs and `rum.toml` goes.
     pub project: PathBuf,
     pub procs: Registry,
+    // Freed after the VMs are gone, so the next test's boot starts on free cores.
+    _slot: slot::Slot,
     // Declared last so the directory outlives the processes using it.
     _dir: tempfile::TempDir,
 }
@@ -67,6 +70,7 @@ pub struct Xdg {
 /// `RUM_E2E=1`, anything missing panics with how to get it.
 pub fn e2e() -> Option<E2e> {
     let tools = gate::tools()?;
+    let slot = slot::acquire();
     // Short prefix: rum's sockets live under this root and must stay under 108 bytes.
     let dir = tempfile::Builder::new()
         .prefix("rum-e2e-")
@@ -93,6 +97,7 @@ pub fn e2e() -> Option<E2e> {
         xdg,
         home,
         project,
+        _slot: slot,
         _dir: dir,
     })
 }

@@ -73,6 +73,15 @@ impl Drop for Running {
     }
 }
 
+/// Stops the copy's QEMU that a bake killed in `work` left running; a
+/// daemonized QEMU outlives the rum that started it.
+pub fn stop_leftover(work: &Path) {
+    let marker = work.join("qmp.sock");
+    if let Some(pid) = process::find(&work.join("qemu.pid"), &marker.to_string_lossy()) {
+        process::terminate(pid, Duration::from_secs(5));
+    }
+}
+
 /// Boots `image` (in `work`), generalises its guest and powers it off.
 pub fn generalise(
     instance: &Instance,
@@ -141,6 +150,7 @@ pub fn generalise(
     let pid =
         qemu::start(&host.qemu, &args, &spec.pid_file, &spec.qemu_log).map_err(UpError::from)?;
     let running = Running { pid };
+    crate::testhook::pause("bake_generalise");
     let client = match rt.block_on(connect(pid, &agent_socket, &spec.serial_log)) {
         Ok(client) => client,
         Err(e) => {
