@@ -10,7 +10,8 @@
 //!   start and its record; `cloud_init` before that wait; `step:<title>`
 //!   once the guest runs a provisioning step; `removing_files` in `destroy`;
 //!   `image_verify` once a download is whole, `image_commit` half-way
-//!   through moving it into the cache.
+//!   through moving it into the cache; `bake_generalise` once a bake's
+//!   throwaway QEMU started.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
