@@ -348,6 +348,24 @@ fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
     assert_eq!(cached(&env), ["golden"]);
     assert_eq!(images(&env)[0]["image"]["sha256"], sha256.as_str());
 
+    // Too little room beside the cache for the flattened image: refused with
+    // the figures, exit 2, nothing written.
+    let partial = env.xdg.cache.join("rum/images/.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&partial)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a small tmpfs");
+    let tight = env.rum(&["image", "bake", "other"]);
+    let left = std::fs::read_dir(&partial).unwrap().count();
+    let _ = Command::new("umount").arg(&partial).status();
+    assert_eq!(tight.status.code(), Some(2), "{tight}");
+    assert!(tight.stderr.contains(" MiB"), "the figures: {tight}");
+    assert_eq!(left, 0, "nothing written: {tight}");
+    assert_eq!(cached(&env), ["golden"]);
+
     // The baked VM never stopped and is as it was: only a copy was generalised.
     let status = env.rum_data(&["status"]);
     assert_eq!(status["state"], "running", "{status}");
