@@ -2,9 +2,12 @@
 //! another on one VM: a fresh `rum up` at each bring-up step, `rum retry`
 //! during the restore, a provisioning step and a checkpoint save, `rum
 //! snapshot create/restore/delete` while QEMU runs their job, `rum down`, a
-//! resumed `rum up` on the stopped VM, and `rum destroy`. After each kill the next natural command succeeds, no QEMU
-//! or virtiofsd is duplicated, nothing that existed before is gone, and
-//! `state.json` parses; at the end `qemu-img check` is clean. One boot.
+//! resumed `rum up` on the stopped VM, and `rum destroy`. After each kill the
+//! next natural command succeeds, no QEMU or virtiofsd is duplicated, nothing
+//! that existed before is gone, and `state.json` parses; at the end `qemu-img
+//! check` is clean. A VM whose up was killed before its agent answered is not
+//! called ready, and the next up says it finishes that work; a running VM
+//! whose provisioning failed is not up either. One boot.
 
 mod support;
 
@@ -101,8 +104,27 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     ];
     let mut kept: Vec<PathBuf> = Vec::new();
     for (what, at) in bring_up {
-        env.kill_rum(&["up", "-d"], *at);
+        let printed = env.kill_rum(&["up", "-d"], *at);
         check_after(&env, &format!("up killed {what}"), &kept);
+        if *what == "waiting for cloud-init" {
+            // The up before it was killed with the agent not yet answering.
+            assert!(
+                printed.contains("Finishing what an earlier `rum up` left undone"),
+                "{printed}"
+            );
+        }
+        if *what == "waiting for the agent" {
+            // QEMU runs, but the VM is not called ready.
+            let status = env.rum_data(&["status"]);
+            assert_eq!(status["state"], "running", "{status}");
+            assert_eq!(status["ready"], false, "{status}");
+            let text = env.rum(&["status"]);
+            assert!(
+                text.stdout
+                    .contains("not ready: agent ready unfinished; `rum up` finishes it"),
+                "{text}"
+            );
+        }
         recovered.push(format!("up: {what}"));
         if let Some(dir) = env.instance_dir() {
             for file in ["disk.qcow2", "seed.iso", "ssh/id_ed25519"] {
@@ -138,6 +160,28 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         recovered.push(format!("retry: {what}"));
     }
     env.rum(&["retry"]).assert_success();
+    assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2b\n");
+    let ready = env.rum_data(&["status"]);
+    assert_eq!(ready["ready"], true, "{ready}");
+
+    // Provisioning that fails on a running VM: `rum up` says so and fails,
+    // rather than "already running"; `rum retry` fixes it.
+    std::fs::write(steps.join("two.sh"), "echo broken >&2\nexit 4\n").unwrap();
+    assert_eq!(env.rum(&["retry"]).status.code(), Some(1));
+    let up = env.rum(&["up", "-d"]);
+    assert_eq!(up.status.code(), Some(1), "{up}");
+    assert!(
+        up.stdout
+            .contains("its provisioning failed (system provisioned)")
+            && up.stdout.contains("`rum retry`"),
+        "{up}"
+    );
+    assert_eq!(env.rum_data(&["status"])["ready"], false);
+    std::fs::write(steps.join("two.sh"), "echo 2b >> /var/tmp/two\n").unwrap();
+    env.rum(&["retry"]).assert_success();
+    let up = env.rum(&["up", "-d"]);
+    up.assert_success();
+    assert!(up.stdout.contains("already running"), "{up}");
     assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2b\n");
 
     // Snapshots, killed while QEMU runs their job.
