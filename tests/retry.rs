@@ -143,8 +143,9 @@ fn the_provisioning_loop() {
     assert_eq!(env.guest_sh("cat /var/tmp/system-runs"), "x\n");
     assert_eq!(env.guest_sh("cat /var/tmp/boot-runs"), "b\n");
 
-    // Twenty retries in a row, the mount working throughout.
-    for i in 0..20 {
+    // Eight retries in a row, the mount working throughout (`scripts/bench
+    // --soak` runs a hundred and measures what grows).
+    for i in 0..8 {
         let run = env.rum(&["retry"]);
         assert!(run.status.success(), "retry {i}: {run}");
     }
