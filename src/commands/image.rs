@@ -192,9 +192,7 @@ pub fn clear(reporter: &Reporter) -> Result<Exit, Error> {
     // What a killed bake left: its throwaway QEMU and work files.
     for name in cache.bake_work_names() {
         if let Ok(Ok(_lock)) = cache.try_lock(&name) {
-            let work = cache.work_dir(&name);
-            crate::lifecycle::bake::stop_leftover(&work);
-            let _ = std::fs::remove_dir_all(&work);
+            crate::lifecycle::bake::clear_leftover(&cache.work_dir(&name));
         }
     }
     reporter.result(

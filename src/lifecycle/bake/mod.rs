@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
 
-pub use throwaway::{generalise_script, stop_leftover};
+pub use throwaway::{clear_leftover, generalise_script};
 
 /// The disk-only snapshot a running VM is baked from, deleted afterwards.
 const BAKE_TAG: &str = "rum-bake";
@@ -204,8 +204,7 @@ fn flatten(
     let measured = qemu_img::run(qemu_img, &qemu_img::measure_args(overlay, source))?;
     let need = qemu_img::required(&measured).unwrap_or(0);
     let dir = cache.work_dir(request.name);
-    throwaway::stop_leftover(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    throwaway::clear_leftover(&dir);
     crate::fsutil::create_private_dir_all(&dir).map_err(|source| LifecycleError::Write {
         path: dir.clone(),
         source,

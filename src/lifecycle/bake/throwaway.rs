@@ -73,13 +73,14 @@ impl Drop for Running {
     }
 }
 
-/// Stops the copy's QEMU that a bake killed in `work` left running; a
-/// daemonized QEMU outlives the rum that started it.
-pub fn stop_leftover(work: &Path) {
+/// Removes what a bake killed in `work` left: first the copy's QEMU (a
+/// daemonized QEMU outlives the rum that started it), then the files.
+pub fn clear_leftover(work: &Path) {
     let marker = work.join("qmp.sock");
     if let Some(pid) = process::find(&work.join("qemu.pid"), &marker.to_string_lossy()) {
         process::terminate(pid, Duration::from_secs(5));
     }
+    let _ = std::fs::remove_dir_all(work);
 }
 
 /// Boots `image` (in `work`), generalises its guest and powers it off.
