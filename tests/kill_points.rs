@@ -166,8 +166,8 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
 
     // Provisioning that fails on a running VM: `rum up` says so and fails,
     // rather than "already running"; `rum retry` with a fixed step fixes it
-    // (a new text: a retry that only restores the earlier, matching
-    // checkpoint left the failure recorded — seen here, not yet fixed).
+    // — also when the fix is a text that ran before, so that the retry only
+    // restores its checkpoint and runs no step.
     std::fs::write(steps.join("two.sh"), "echo broken >&2\nexit 4\n").unwrap();
     assert_eq!(env.rum(&["retry"]).status.code(), Some(1));
     let up = env.rum(&["up", "-d"]);
@@ -184,6 +184,18 @@ fn every_command_killed_at_every_step_is_recovered_by_the_next() {
     let up = env.rum(&["up", "-d"]);
     up.assert_success();
     assert!(up.stdout.contains("already running"), "{up}");
+    assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2c\n");
+    std::fs::write(steps.join("two.sh"), "exit 5\n").unwrap();
+    assert_eq!(env.rum(&["retry"]).status.code(), Some(1));
+    std::fs::write(steps.join("two.sh"), "echo 2c >> /var/tmp/two\n").unwrap();
+    env.rum(&["retry"]).assert_success();
+    let up = env.rum(&["up", "-d"]);
+    assert!(up.stdout.contains("already running"), "{up}");
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "a restored checkpoint is a success: {up}"
+    );
     assert_eq!(env.guest_sh("cat /var/tmp/one /var/tmp/two"), "1\n2c\n");
 
     // Snapshots, killed while QEMU runs their job.

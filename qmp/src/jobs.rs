@@ -19,11 +19,14 @@ impl Qmp {
     {
         let deadline = Instant::now() + timeout;
         self.settle_leftovers(deadline).await?;
+        // Listening before the job starts: its end is seen from its event,
+        // with no query before it.
+        let events = self.events();
         self.execute(command).await?;
         if let Some(hook) = self.job_started {
             hook(id);
         }
-        self.wait_and_dismiss(id, deadline, <C as qapi::Command>::NAME)
+        self.wait_and_dismiss(id, deadline, <C as qapi::Command>::NAME, Some(events))
             .await
     }
 
@@ -35,20 +38,35 @@ impl Qmp {
         for job in jobs.into_iter().filter(|j| j.id.starts_with(PREFIX)) {
             // Its outcome was for the rum that died; this one starts afresh.
             let _ = self
-                .wait_and_dismiss(&job.id, deadline, "a leftover job")
+                .wait_and_dismiss(&job.id, deadline, "a leftover job", None)
                 .await;
         }
         Ok(())
     }
 
+    /// With `since`, events received from before the job started: the
+    /// first query waits for its status to change to concluded.
     async fn wait_and_dismiss(
         &self,
         id: &str,
         deadline: Instant,
         name: &'static str,
+        since: Option<tokio::sync::broadcast::Receiver<Event>>,
     ) -> Result<(), QmpError> {
-        let mut events = self.events();
         let timeout = deadline.saturating_duration_since(Instant::now());
+        let mut events = match since {
+            Some(mut events) => {
+                tokio::select! {
+                    _ = wait_for_conclusion(&mut events, id) => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(QmpError::Timeout { command: name, timeout });
+                    }
+                }
+                events
+            }
+            None => self.events(),
+        };
         loop {
             let jobs = self.execute(qmp::query_jobs {}).await?;
             let Some(job) = jobs.into_iter().find(|j| j.id == id) else {
@@ -136,6 +154,24 @@ impl Qmp {
             devices: devices.to_vec(),
         };
         self.run_job(command, &id, timeout).await
+    }
+}
+
+/// Until job `id` concludes (or the events lag, or the connection ends).
+async fn wait_for_conclusion(events: &mut tokio::sync::broadcast::Receiver<Event>, id: &str) {
+    loop {
+        match events.recv().await {
+            Ok(Event::JOB_STATUS_CHANGE { data, .. })
+                if data.id == id && data.status == JobStatus::concluded =>
+            {
+                return;
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
     }
 }
 

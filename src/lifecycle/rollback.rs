@@ -173,9 +173,13 @@ fn from_boot(state: &State, system: &[Script], reporter: &Reporter) -> (String, 
     }
 }
 
+/// What the restored checkpoint holds: when no system step runs again, it
+/// was taken after all of them succeeded, whatever the last attempt recorded.
 fn reset_provisioning(state: &mut State, system_runs: bool) {
     if system_runs {
         state.reset(Milestone::SystemProvisioned);
+    } else if !state.is_completed(Milestone::SystemProvisioned) {
+        state.complete(Milestone::SystemProvisioned);
     }
     state.reset(Milestone::BootProvisioned);
 }

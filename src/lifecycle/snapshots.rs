@@ -164,9 +164,6 @@ async fn save_with_ram(
         .filter(|f| f.exists());
     crate::ram::remove_copy(&file);
     crate::ram::remove_partial(dir);
-    qmp.leave_shared_ram_out()
-        .await
-        .map_err(SnapshotError::from)?;
     let paused = Paused::pause(paths, qmp).await?;
     let started = std::time::Instant::now();
     let saved = async {
@@ -216,12 +213,22 @@ struct Paused {
 }
 
 impl Paused {
+    /// Also leaves shared RAM out of the snapshot to come: the three
+    /// commands go in one round trip, run in order (the status is the one
+    /// before the stop), and the marker is there before any of them.
     async fn pause(paths: &InstancePaths, qmp: &Qmp) -> Result<Self, SnapshotError> {
-        let was_running = qmp.execute(qmp::query_status {}).await?.running;
         let marker = paths.paused_marker();
-        if was_running {
-            let _ = std::fs::write(&marker, b"");
-            qmp.execute(qmp::stop {}).await?;
+        let _ = std::fs::write(&marker, b"");
+        let (ignored, status, stopped) = tokio::join!(
+            qmp.leave_shared_ram_out(),
+            qmp.execute(qmp::query_status {}),
+            qmp.execute(qmp::stop {})
+        );
+        let was_running = status?.running;
+        ignored?;
+        stopped?;
+        if !was_running {
+            let _ = std::fs::remove_file(&marker);
         }
         Ok(Self {
             marker,
@@ -376,9 +383,13 @@ fn load(
         let qmp = connect(&instance.paths.qmp_socket()).await?;
         resume_interrupted(instance, &qmp).await?;
         if let Some((live, copy)) = ram {
-            qmp.leave_shared_ram_out().await?;
-            // Left paused: the load below lets it run.
-            let _ = Paused::pause(&instance.paths, &qmp).await?;
+            // Left paused (marked, for a rum killed before the end): `cont`
+            // below lets it run. Both commands go in one round trip.
+            let _ = std::fs::write(instance.paths.paused_marker(), b"");
+            let (ignored, stopped) =
+                tokio::join!(qmp.leave_shared_ram_out(), qmp.execute(qmp::stop {}));
+            ignored?;
+            stopped?;
             let started = std::time::Instant::now();
             live.load(tag, copy)?;
             tracing::debug!("RAM put back in {:?}", started.elapsed());
@@ -388,15 +399,11 @@ fn load(
             .await
             .map_err(SnapshotError::from)?;
         tracing::debug!("device state loaded in {:?}", started.elapsed());
-        let status = qmp
-            .execute(qmp::query_status {})
+        // Whether the load left it paused or not: `cont` on a running VM
+        // does nothing, and asking first costs a round trip.
+        qmp.execute(qmp::cont {})
             .await
             .map_err(SnapshotError::from)?;
-        if !status.running {
-            qmp.execute(qmp::cont {})
-                .await
-                .map_err(SnapshotError::from)?;
-        }
         let _ = std::fs::remove_file(instance.paths.paused_marker());
         Ok::<(), SnapshotError>(())
     });
