@@ -264,3 +264,13 @@ async fn a_timed_out_command_closes_the_connection() {
         "{err}"
     );
 }
+
+/// `cont` on a running VM is no error: the load path sends it unasked.
+#[tokio::test]
+async fn cont_on_a_running_vm_is_no_error() {
+    let Some(qemu) = Qemu::start() else { return };
+    let qmp = Qmp::connect(&qemu.socket(), TIMEOUT).await.unwrap();
+    qmp.execute(qmp::cont {}).await.unwrap();
+    qmp.execute(qmp::cont {}).await.unwrap();
+    assert!(qmp.execute(qmp::query_status {}).await.unwrap().running);
+}

@@ -213,22 +213,15 @@ struct Paused {
 }
 
 impl Paused {
-    /// Also leaves shared RAM out of the snapshot to come: the three
-    /// commands go in one round trip, run in order (the status is the one
-    /// before the stop), and the marker is there before any of them.
+    /// Also leaves shared RAM out of the snapshot to come. One command
+    /// after another: futures joined are not sent in a fixed order.
     async fn pause(paths: &InstancePaths, qmp: &Qmp) -> Result<Self, SnapshotError> {
+        qmp.leave_shared_ram_out().await?;
+        let was_running = qmp.execute(qmp::query_status {}).await?.running;
         let marker = paths.paused_marker();
-        let _ = std::fs::write(&marker, b"");
-        let (ignored, status, stopped) = tokio::join!(
-            qmp.leave_shared_ram_out(),
-            qmp.execute(qmp::query_status {}),
-            qmp.execute(qmp::stop {})
-        );
-        let was_running = status?.running;
-        ignored?;
-        stopped?;
-        if !was_running {
-            let _ = std::fs::remove_file(&marker);
+        if was_running {
+            let _ = std::fs::write(&marker, b"");
+            qmp.execute(qmp::stop {}).await?;
         }
         Ok(Self {
             marker,
@@ -384,12 +377,10 @@ fn load(
         resume_interrupted(instance, &qmp).await?;
         if let Some((live, copy)) = ram {
             // Left paused (marked, for a rum killed before the end): `cont`
-            // below lets it run. Both commands go in one round trip.
+            // below lets it run.
+            qmp.leave_shared_ram_out().await?;
             let _ = std::fs::write(instance.paths.paused_marker(), b"");
-            let (ignored, stopped) =
-                tokio::join!(qmp.leave_shared_ram_out(), qmp.execute(qmp::stop {}));
-            ignored?;
-            stopped?;
+            qmp.execute(qmp::stop {}).await?;
             let started = std::time::Instant::now();
             live.load(tag, copy)?;
             tracing::debug!("RAM put back in {:?}", started.elapsed());
