@@ -82,18 +82,47 @@ pub fn bring_up(
                 "KVM did not boot the guest ({}s without a console line); starting it again with TCG, which is slower. This VM keeps TCG; `RUM_ACCEL=kvm` tries KVM again",
                 stalled_for(&e)
             ));
-            super::stop::stop(instance, true);
-            let state = &mut *boot.steps.state;
-            state.reset(Milestone::Booted);
-            state.reset(Milestone::AgentReady);
-            state.kvm_hangs = true;
-            let (spec, host) = boot.prepare(false, plugged)?;
-            let info = boot.start(&spec, &host)?;
-            let client = await_guest(instance, boot.steps.state, &info, true, rt, reporter)?;
-            Ok(Booted { client, info })
+            boot.steps.state.kvm_hangs = true;
+            boot_again(&mut boot, plugged, rt)
+        }
+        Err(e) if restoring.is_none() && qemu_aborted(&e) => {
+            // A QEMU bug (seen here under TCG: an assertion in its memory
+            // map during PCI enumeration), not the guest's or the user's.
+            reporter.warn(
+                "QEMU failed an internal assertion while the guest was booting (a QEMU bug, see logs/qemu.log); starting it once more",
+            );
+            boot_again(&mut boot, plugged, rt)
         }
         Err(e) => Err(e),
     }
+}
+
+/// A cold boot again after the first one failed before the agent answered:
+/// QEMU and virtiofsd stopped, their milestones undone, then started anew.
+fn boot_again(
+    boot: &mut Boot<'_>,
+    plugged: &[Plugged],
+    rt: &tokio::runtime::Runtime,
+) -> Result<Booted, LifecycleError> {
+    super::stop::stop(boot.instance, true);
+    boot.steps.state.reset(Milestone::Booted);
+    boot.steps.state.reset(Milestone::AgentReady);
+    let (spec, host) = boot.prepare(false, plugged)?;
+    let info = boot.start(&spec, &host)?;
+    let client = await_guest(
+        boot.instance,
+        boot.steps.state,
+        &info,
+        true,
+        rt,
+        boot.reporter,
+    )?;
+    Ok(Booted { client, info })
+}
+
+/// QEMU died on one of its own assertions (its log says so).
+fn qemu_aborted(e: &LifecycleError) -> bool {
+    matches!(e, LifecycleError::Up(UpError::QemuExited { qemu, .. }) if qemu.contains("Assertion"))
 }
 
 fn kvm_stalled(e: &LifecycleError) -> bool {

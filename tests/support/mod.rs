@@ -69,8 +69,14 @@ pub struct Xdg {
 /// tool or the image is missing and `RUM_E2E=1` is not set. With
 /// `RUM_E2E=1`, anything missing panics with how to get it.
 pub fn e2e() -> Option<E2e> {
+    e2e_with_guests(1)
+}
+
+/// `e2e` for a test that runs `guests` guests at once: it holds as many
+/// VM slots.
+pub fn e2e_with_guests(guests: usize) -> Option<E2e> {
     let tools = gate::tools()?;
-    let slot = slot::acquire();
+    let slot = slot::acquire(guests);
     // Short prefix: rum's sockets live under this root and must stay under 108 bytes.
     let dir = tempfile::Builder::new()
         .prefix("rum-e2e-")

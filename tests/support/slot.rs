@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Held while the test runs; the kernel frees it when the process dies.
 pub struct Slot {
-    _file: File,
+    _files: Vec<File>,
 }
 
-pub fn acquire() -> Slot {
+/// One slot per guest the test runs at once (at most all of them), taken
+/// together so that two tests never each hold one while waiting for more.
+pub fn acquire(guests: usize) -> Slot {
     let count = std::env::var("RUM_TEST_VMS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -25,8 +27,10 @@ pub fn acquire() -> Slot {
     let ticket = Ticket::take(&dir);
     let started = Instant::now();
     let mut said = false;
+    let want = guests.clamp(1, count);
     loop {
         if ticket.is_first() {
+            let mut held = Vec::new();
             for n in 0..count {
                 let path: PathBuf = dir.join(format!("slot-{n}"));
                 let file = OpenOptions::new()
@@ -36,12 +40,18 @@ pub fn acquire() -> Slot {
                     .open(&path)
                     .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
                 if file.try_lock().is_ok() {
-                    if said {
-                        eprintln!("got VM slot {n} after {:?}", started.elapsed());
+                    held.push(file);
+                    if held.len() == want {
+                        if said {
+                            eprintln!("got {want} VM slot(s) after {:?}", started.elapsed());
+                        }
+                        return Slot { _files: held };
                     }
-                    return Slot { _file: file };
                 }
             }
+            // Too few free: the ones taken go back (closing unlocks them),
+            // and this ticket stays first in the queue.
+            drop(held);
         }
         if !said {
             eprintln!("waiting for one of {count} VM slots ({})", dir.display());
