@@ -201,7 +201,9 @@ fn exist_in(env: &E2e, image: &Path, paths: &[&str]) -> Vec<bool> {
 #[test]
 fn a_baked_vm_is_the_base_of_a_new_vm_with_its_own_identity() {
     // The VM and the bake's throwaway copy run at once.
-    let Some(env) = support::e2e_with_guests(2) else { return };
+    let Some(env) = support::e2e_with_guests(2) else {
+        return;
+    };
     if !support::may_mount() {
         return;
     }

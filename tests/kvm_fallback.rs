@@ -1,9 +1,9 @@
 //! `accel = "auto"` on a host whose /dev/kvm opens but hangs guests: where
 //! the CPU has no VT-x or AMD-V (a software KVM such as PVM on a nested
 //! cloud VM) `rum up` takes TCG at once and says why; where KVM still hangs
-//! a boot, `rum up` sees the console stop, says so, and boots the VM again
-//! under TCG, which it keeps, instead of waiting out its 600 s agent
-//! timeout. Where KVM works, or is absent, `auto` simply boots. Runs
+//! a boot (or QEMU refuses to start on it), `rum up` sees the console stop
+//! (or QEMU's error), says so, and boots the VM again under TCG, which it
+//! keeps, instead of waiting out its 600 s agent timeout. Where KVM works, or is absent, `auto` simply boots. Runs
 //! without RUM_ACCEL on purpose.
 
 mod support;
@@ -66,9 +66,20 @@ fn a_hanging_kvm_falls_back_to_tcg() {
     if software_kvm {
         env.rum(&["down"]).assert_success();
         let (again, accel, state) = up(&env, &[("RUM_TEST_KVM_IS_HARDWARE", "1")]);
-        assert!(
-            again.stderr.contains("KVM did not boot the guest"),
-            "{again}"
+        // Which way it fails is the host's: a hung boot, or (seen on one
+        // machine of this kind) QEMU refusing to start on an MSR.
+        let hung = again.stderr.contains("KVM did not boot the guest");
+        let refused = again
+            .stderr
+            .contains("QEMU could not start the guest under KVM");
+        assert!(hung || refused, "{again}");
+        eprintln!(
+            "taken for hardware, KVM {}",
+            if hung {
+                "hung the boot"
+            } else {
+                "refused to start"
+            }
         );
         assert!(
             again.stderr.contains("starting it again with TCG"),

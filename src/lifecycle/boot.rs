@@ -63,7 +63,24 @@ pub fn bring_up(
     if let Some(restoring) = &restoring {
         (restoring.check)(&DeviceSet::of(&spec))?;
     }
-    let info = boot.start(&spec, &host)?;
+    let info = match boot.start(&spec, &host) {
+        // The same nested KVM may refuse the guest outright (seen here:
+        // "failed to set MSR 0x10a", then an assertion in QEMU's kvm.c).
+        Err(e)
+            if restoring.is_none()
+                && spec.accel == Accel::Kvm
+                && chose_kvm_itself(instance)
+                && kvm_refused(&e) =>
+        {
+            reporter.warn(&format!(
+                "QEMU could not start the guest under KVM ({}); starting it again with TCG, which is slower. This VM keeps TCG; `RUM_ACCEL=kvm` tries KVM again",
+                first_line(&e)
+            ));
+            boot.steps.state.kvm_hangs = true;
+            return boot_again(&mut boot, plugged, rt);
+        }
+        started => started?,
+    };
     if let Some(restoring) = &restoring {
         (restoring.load)(&info)?;
     }
@@ -118,6 +135,25 @@ fn boot_again(
         boot.reporter,
     )?;
     Ok(Booted { client, info })
+}
+
+/// QEMU exited at its start with an error that names KVM.
+fn kvm_refused(e: &LifecycleError) -> bool {
+    matches!(
+        e,
+        LifecycleError::Up(UpError::Process(process::ProcessError::Failed { log, .. }))
+            if log.to_ascii_lowercase().contains("kvm")
+    )
+}
+
+/// The first line QEMU logged, for a one-line warning.
+fn first_line(e: &LifecycleError) -> String {
+    match e {
+        LifecycleError::Up(UpError::Process(process::ProcessError::Failed { log, .. })) => {
+            log.lines().next().unwrap_or_default().trim().to_owned()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// QEMU died on one of its own assertions (its log says so).
