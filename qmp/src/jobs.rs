@@ -57,7 +57,7 @@ impl Qmp {
         let mut events = match since {
             Some(mut events) => {
                 tokio::select! {
-                    _ = wait_for_conclusion(&mut events, id) => {}
+                    _ = wait_for_status_change(&mut events, id, Some(JobStatus::concluded)) => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         return Err(QmpError::Timeout { command: name, timeout });
@@ -83,7 +83,7 @@ impl Qmp {
                 };
             }
             tokio::select! {
-                _ = wait_for_status_change(&mut events, id) => {}
+                _ = wait_for_status_change(&mut events, id, None) => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(QmpError::Timeout { command: name, timeout });
@@ -157,28 +157,20 @@ impl Qmp {
     }
 }
 
-/// Until job `id` concludes (or the events lag, or the connection ends).
-async fn wait_for_conclusion(events: &mut tokio::sync::broadcast::Receiver<Event>, id: &str) {
+/// Until job `id` changes status (to `to`, when given), the events lag, or
+/// the connection ends.
+async fn wait_for_status_change(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    id: &str,
+    to: Option<JobStatus>,
+) {
     loop {
         match events.recv().await {
             Ok(Event::JOB_STATUS_CHANGE { data, .. })
-                if data.id == id && data.status == JobStatus::concluded =>
+                if data.id == id && to.is_none_or(|to| data.status == to) =>
             {
                 return;
             }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return std::future::pending().await;
-            }
-        }
-    }
-}
-
-async fn wait_for_status_change(events: &mut tokio::sync::broadcast::Receiver<Event>, id: &str) {
-    loop {
-        match events.recv().await {
-            Ok(Event::JOB_STATUS_CHANGE { data, .. }) if data.id == id => return,
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
             // The connection is gone: let the next command report it.

@@ -137,23 +137,27 @@ fn boot_again(
     Ok(Booted { client, info })
 }
 
+/// What QEMU logged when it exited at its start.
+fn start_log(e: &LifecycleError) -> Option<&str> {
+    match e {
+        LifecycleError::Up(UpError::Process(process::ProcessError::Failed { log, .. })) => {
+            Some(log)
+        }
+        _ => None,
+    }
+}
+
 /// QEMU exited at its start with an error that names KVM.
 fn kvm_refused(e: &LifecycleError) -> bool {
-    matches!(
-        e,
-        LifecycleError::Up(UpError::Process(process::ProcessError::Failed { log, .. }))
-            if log.to_ascii_lowercase().contains("kvm")
-    )
+    start_log(e).is_some_and(|log| log.to_ascii_lowercase().contains("kvm"))
 }
 
 /// The first line QEMU logged, for a one-line warning.
 fn first_line(e: &LifecycleError) -> String {
-    match e {
-        LifecycleError::Up(UpError::Process(process::ProcessError::Failed { log, .. })) => {
-            log.lines().next().unwrap_or_default().trim().to_owned()
-        }
-        _ => e.to_string(),
-    }
+    start_log(e).map_or_else(
+        || e.to_string(),
+        |log| log.lines().next().unwrap_or_default().trim().to_owned(),
+    )
 }
 
 /// QEMU died on one of its own assertions (its log says so).
