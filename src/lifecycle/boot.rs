@@ -279,6 +279,7 @@ impl Boot<'_> {
             };
             state.free_page_reporting = true;
             state.vm_generation_id = true;
+            state.tcg_la57_off = true;
         }
         if let Some(ram) = &state.ram {
             // Empty before QEMU maps it; freed when the VM stops.
@@ -309,6 +310,7 @@ impl Boot<'_> {
             ram: state.ram.as_ref(),
             free_page_reporting: state.free_page_reporting,
             vm_generation_id: state.vm_generation_id,
+            tcg_la57_off: state.tcg_la57_off,
         })?;
         for warning in plan.warnings {
             self.reporter.warn(warning);

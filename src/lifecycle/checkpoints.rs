@@ -177,6 +177,7 @@ mod tests {
                 ram: Default::default(),
                 free_page_reporting: false,
                 vm_generation_id: false,
+                tcg_la57_off: false,
             },
             rum_owned: true,
             system_scripts: None,

@@ -41,6 +41,8 @@ pub struct Inputs<'a> {
     pub free_page_reporting: bool,
     /// `State::vm_generation_id`.
     pub vm_generation_id: bool,
+    /// `State::tcg_la57_off`.
+    pub tcg_la57_off: bool,
 }
 
 /// The spec, and what the user should be told about how it was chosen.
@@ -90,6 +92,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Plan, UpError> {
         ram_file: inputs.ram.map(|r| r.live.clone()),
         free_page_reporting: inputs.free_page_reporting,
         vm_generation_id: inputs.vm_generation_id,
+        tcg_la57_off: inputs.tcg_la57_off,
         qmp: paths.qmp_socket(),
         serial_log: paths.serial_log(),
         qemu_log: paths.qemu_log(),

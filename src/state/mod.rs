@@ -154,6 +154,10 @@ pub struct State {
     /// made before rum had it).
     #[serde(default)]
     pub vm_generation_id: bool,
+    /// Under TCG, a CPU without 5-level paging, fixed when the VM is made
+    /// (5-level for VMs made before rum turned it off).
+    #[serde(default)]
+    pub tcg_la57_off: bool,
     /// KVM hung this VM's boot (nested virtualisation): `accel = "auto"`
     /// picks TCG for it, so its snapshots keep loading.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

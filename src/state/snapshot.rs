@@ -116,6 +116,10 @@ pub struct DeviceSet {
     pub free_page_reporting: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vm_generation_id: bool,
+    /// The guest's paging mode is in the snapshot: a CPU with 5-level
+    /// paging cannot load one taken without, nor the reverse.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcg_la57_off: bool,
 }
 
 impl RamKind {
@@ -199,6 +203,7 @@ impl DeviceSet {
             },
             free_page_reporting: spec.free_page_reporting,
             vm_generation_id: spec.vm_generation_id,
+            tcg_la57_off: spec.accel == Accel::Tcg && spec.tcg_la57_off,
         }
     }
 
@@ -263,6 +268,11 @@ impl DeviceSet {
             self.vm_generation_id.to_string(),
             now.vm_generation_id.to_string(),
         );
+        field(
+            "TCG CPU without 5-level paging",
+            self.tcg_la57_off.to_string(),
+            now.tcg_la57_off.to_string(),
+        );
         out
     }
 }
@@ -299,6 +309,7 @@ mod tests {
             ram: RamKind::File,
             free_page_reporting: true,
             vm_generation_id: true,
+            tcg_la57_off: true,
         }
     }
 
@@ -330,6 +341,15 @@ mod tests {
             err.to_string()
                 .contains("`pre-provision` snapshot (memory_mb: 1024 → 2048; mounts"),
             "{err}"
+        );
+        // A snapshot taken with 5-level paging needs a CPU that has it.
+        let older = DeviceSet {
+            tcg_la57_off: false,
+            ..set()
+        };
+        assert_eq!(
+            older.differences(&set()),
+            ["TCG CPU without 5-level paging: false → true"]
         );
     }
 

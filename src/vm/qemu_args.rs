@@ -61,6 +61,7 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     a.path("-D", "", &spec.qemu_log);
     let (accel, cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg if spec.tcg_la57_off => ("tcg", "max,la57=off"),
         Accel::Tcg => ("tcg", "max"),
     };
     let mut machine = format!("{},accel={accel}", spec.machine);

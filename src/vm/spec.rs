@@ -121,6 +121,10 @@ pub struct VmSpec {
     /// A VM generation ID (`guid=auto`): a new one in every QEMU, so a
     /// guest restored into a fresh QEMU reseeds its RNG itself.
     pub vm_generation_id: bool,
+    /// Under TCG, a CPU without 5-level paging (`max,la57=off`): TCG walks
+    /// guest page tables in software, and the fifth level made a Debian
+    /// boot a fifth slower.
+    pub tcg_la57_off: bool,
     pub qmp: PathBuf,
     pub serial_log: PathBuf,
     /// QEMU's own messages, also after it daemonized (why it exited).

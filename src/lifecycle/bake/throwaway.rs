@@ -121,6 +121,7 @@ pub fn generalise(
         ram: None,
         free_page_reporting: false,
         vm_generation_id: false,
+        tcg_la57_off: true,
     })?;
     let mut spec = planned.spec;
     let file = |name: &str| work.join(name);

@@ -56,6 +56,7 @@ fn inputs<'a>(
         ram: None,
         free_page_reporting: true,
         vm_generation_id: true,
+        tcg_la57_off: true,
     }
 }
 

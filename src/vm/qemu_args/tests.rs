@@ -35,6 +35,7 @@ fn spec() -> VmSpec {
         ram_file: None,
         free_page_reporting: false,
         vm_generation_id: false,
+        tcg_la57_off: false,
         qmp: run.join("qmp.sock"),
         serial_log: data.join("logs/serial.log"),
         qemu_log: data.join("logs/qemu.log"),
@@ -215,6 +216,16 @@ fn uefi_tcg_vm_with_virtiofs_paused_and_vsock() {
         !args.contains("cfi.pflash01"),
         "no secure pflash without SMM"
     );
+}
+
+#[test]
+fn a_tcg_vm_made_now_has_no_5_level_paging_and_kvm_keeps_the_host_cpu() {
+    let mut spec = spec();
+    spec.accel = Accel::Tcg;
+    spec.tcg_la57_off = true;
+    assert!(render(&spec).contains("-cpu\nmax,la57=off\n"));
+    spec.accel = Accel::Kvm;
+    assert!(render(&spec).contains("-cpu\nhost\n"));
 }
 
 #[test]
