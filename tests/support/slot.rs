@@ -12,6 +12,30 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Held while the test runs; the kernel frees it when the process dies.
 pub struct Slot {
     _files: Vec<File>,
+    waited: Duration,
+    taken: Instant,
+}
+
+/// With `RUM_TEST_SLOT_LOG` (set by `scripts/run-tests`), each test adds a
+/// line there when it lets its slots go: its name, how many slots, how long
+/// it waited for them and how long it held them, in seconds.
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(log) = std::env::var_os("RUM_TEST_SLOT_LOG") else {
+            return;
+        };
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        let line = format!(
+            "{name}\t{}\t{:.0}\t{:.0}\n",
+            self._files.len(),
+            self.waited.as_secs_f64(),
+            self.taken.elapsed().as_secs_f64()
+        );
+        // One short append per test: whole lines, even from several processes.
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
+            let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+        }
+    }
 }
 
 /// One slot per guest the test runs at once (at most all of them), taken
@@ -45,7 +69,11 @@ pub fn acquire(guests: usize) -> Slot {
                         if said {
                             eprintln!("got {want} VM slot(s) after {:?}", started.elapsed());
                         }
-                        return Slot { _files: held };
+                        return Slot {
+                            _files: held,
+                            waited: started.elapsed(),
+                            taken: Instant::now(),
+                        };
                     }
                 }
             }
