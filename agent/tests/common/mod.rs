@@ -55,10 +55,10 @@ impl Agent {
             .expect("spawn rum-agent");
         self.child = Some(child);
         let start = std::time::Instant::now();
-        while !self.socket.exists() {
+        while !listening(&self.socket) {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "agent socket never appeared"
+                "agent socket never listened"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -202,4 +202,15 @@ pub mod raw {
             }
         }
     }
+}
+
+/// Whether a socket listens at `path` (`/proc/net/unix`, flag
+/// `__SO_ACCEPTCON`): its file appears at `bind`, before `listen`, and a
+/// connect in between is refused (seen on a loaded CI machine).
+fn listening(path: &std::path::Path) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8 && fields[3] == "00010000" && std::path::Path::new(fields[7]) == path
+    })
 }
