@@ -1,4 +1,4 @@
-//! A VM slot: at most `RUM_TEST_VMS` end-to-end tests (default: 1.5 per core)
+//! A VM slot: at most `RUM_TEST_VMS` end-to-end tests (default: the CPU count)
 //! run at once across every test binary, so `scripts/run-tests` can run the
 //! binaries side by side without stacking more TCG guests on the cores than
 //! the suite's timeouts allow for. Waiters are served first come, first
@@ -45,13 +45,9 @@ pub fn acquire(guests: usize) -> Slot {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            // Test guests have one vCPU, and a test spends part of its time
-            // on the host (rum, qemu-img, fsync): with one guest per core the
-            // cores idled a third of a CI run.
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            cores + cores.div_ceil(2)
-        });
+        // Three on two cores kept both busy but finished no sooner (2500 s
+        // against 2542 s of tests) and loaded the host enough to break a race.
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let dir = std::env::temp_dir().join(format!("rum-e2e-slots-{}", nix::unistd::getuid()));
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     let ticket = Ticket::take(&dir);
