@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Held while the test runs; the kernel frees it when the process dies.
 pub struct Slot {
-    _files: Vec<File>,
+    files: Vec<File>,
     waited: Duration,
     taken: Instant,
 }
@@ -27,7 +27,7 @@ impl Drop for Slot {
         let name = std::thread::current().name().unwrap_or("?").to_owned();
         let line = format!(
             "{name}\t{}\t{:.0}\t{:.0}\n",
-            self._files.len(),
+            self.files.len(),
             self.waited.as_secs_f64(),
             self.taken.elapsed().as_secs_f64()
         );
@@ -72,7 +72,7 @@ pub fn acquire(guests: usize) -> Slot {
                             eprintln!("got {want} VM slot(s) after {:?}", started.elapsed());
                         }
                         return Slot {
-                            _files: held,
+                            files: held,
                             waited: started.elapsed(),
                             taken: Instant::now(),
                         };
