@@ -145,6 +145,51 @@ proptest! {
             prop_assert_eq!(&f.body, body);
         }
     }
+
+    /// A pause anywhere in a valid stream (a late end of stream on a serial
+    /// port): the same host's bytes after it decode as if there was none; a
+    /// new host's sync and hello after it are decoded whatever was cut.
+    #[test]
+    fn a_pause_keeps_the_stream_or_yields_to_a_new_host(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..6),
+        cut in any::<proptest::sample::Index>(),
+        chunks in proptest::collection::vec(1usize..4000, 1..8),
+        new_host in any::<bool>(),
+    ) {
+        let mut wire = SYNC.to_vec();
+        for (i, b) in bodies.iter().enumerate() {
+            wire.extend(frame::encode(format!("{{\"id\":{i}}}").as_bytes(), b));
+        }
+        let cut = cut.index(wire.len() + 1);
+        let mut d = Decoder::scanning();
+        let mut items: Vec<Item> = d.extend(&wire[..cut]).into_iter().map(|r| r.unwrap()).collect();
+        d.mark_resume();
+        let mut rest = if new_host {
+            let mut w = SYNC.to_vec();
+            w.extend(frame::encode(b"{\"hello\":1}", b""));
+            w
+        } else {
+            wire[cut..].to_vec()
+        };
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = chunks[i % chunks.len()].min(rest.len());
+            i += 1;
+            items.extend(d.extend(&rest[..n]).into_iter().map(|r| r.unwrap()));
+            rest.drain(..n);
+        }
+        if new_host {
+            let hello = Item::Frame(frame::Frame { header: b"{\"hello\":1}".to_vec(), body: vec![] });
+            prop_assert_eq!(&items[items.len() - 2..], &[Item::Sync, hello][..]);
+        } else {
+            prop_assert_eq!(items.len(), bodies.len() + 1);
+            for (item, body) in items[1..].iter().zip(&bodies) {
+                let Item::Frame(f) = item else { panic!("not a frame") };
+                prop_assert_eq!(&f.body, body);
+            }
+        }
+        prop_assert_eq!(d.buffered(), 0);
+    }
 }
 
 /// Lengths at and around the limits, announced but never sent in full:

@@ -92,6 +92,9 @@ pub struct Decoder {
     end: usize,
     /// Lost track of frame boundaries: skip to the next sync marker.
     scanning: bool,
+    /// Where bytes of a host that may be a new one begin, after a partial
+    /// frame (see [`Decoder::mark_resume`]).
+    resume: Option<usize>,
 }
 
 impl Default for Decoder {
@@ -108,6 +111,7 @@ impl Decoder {
             start: 0,
             end: 0,
             scanning: false,
+            resume: None,
         }
     }
 
@@ -129,6 +133,15 @@ impl Decoder {
         self.start = 0;
         self.end = 0;
         self.scanning = true;
+        self.resume = None;
+    }
+
+    /// The stream paused (end of stream on a port whose host came back) and
+    /// the bytes that follow may come from the same host or a new one. A new
+    /// host starts with a sync marker: if the next bytes are one, the partial
+    /// frame buffered before them is dropped; otherwise they continue it.
+    pub fn mark_resume(&mut self) {
+        self.resume = (!self.scanning && self.end > self.start).then_some(self.end);
     }
 
     pub fn is_scanning(&self) -> bool {
@@ -157,6 +170,9 @@ impl Decoder {
         {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
+            if let Some(resume) = &mut self.resume {
+                *resume -= self.start;
+            }
             self.start = 0;
         }
         let target = (self.start + want)
@@ -203,6 +219,9 @@ impl Decoder {
 
     /// Bytes the buffer must hold to finish the current item.
     fn wanted(&self) -> usize {
+        if let Some(resume) = self.resume {
+            return resume - self.start + SYNC.len();
+        }
         let avail = &self.buf[self.start..self.end];
         if self.scanning || avail.len() < PREFIX {
             return SYNC.len();
@@ -223,6 +242,18 @@ impl Decoder {
     pub fn next_item(&mut self) -> Result<Option<Item>, FrameError> {
         if self.scanning && !self.scan() {
             return Ok(None);
+        }
+        if let Some(resume) = self.resume {
+            let next = &self.buf[resume..self.end];
+            let n = next.len().min(SYNC.len());
+            if next[..n] != SYNC[..n] || (n < SYNC.len() && self.completes_a_frame()) {
+                self.resume = None;
+            } else if n < SYNC.len() {
+                return Ok(None);
+            } else {
+                self.start = resume;
+                self.resume = None;
+            }
         }
         let avail = &self.buf[self.start..self.end];
         if avail.len() >= 4 && avail[..4] == SYNC[..4] {
@@ -258,6 +289,17 @@ impl Decoder {
         let body = avail[PREFIX + h as usize..PREFIX + total].to_vec();
         self.start += PREFIX + total;
         Ok(Some(Item::Frame(Frame { header, body })))
+    }
+
+    /// Whether the buffer holds a whole frame: bytes after a pause that
+    /// finish one continue it, even if they start like a sync marker.
+    fn completes_a_frame(&self) -> bool {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < PREFIX {
+            return false;
+        }
+        let (h, b) = lengths(avail);
+        h != u32::MAX && (avail.len() as u64) >= PREFIX as u64 + h as u64 + b as u64
     }
 
     /// Skips one byte so that resyncing cannot find the same bad spot again.
@@ -362,6 +404,17 @@ mod tests {
         }
     }
 
+    /// A sync marker and an empty-bodied frame with `header`, decoded.
+    fn sync_then(header: &[u8]) -> Vec<Item> {
+        vec![
+            Item::Sync,
+            Item::Frame(Frame {
+                header: header.to_vec(),
+                body: vec![],
+            }),
+        ]
+    }
+
     #[test]
     fn scanning_skips_garbage_up_to_sync() {
         let mut wire = b"garbage\xff\xff\xff\xffrum-syn".to_vec();
@@ -370,16 +423,7 @@ mod tests {
         wire.extend(encode(b"{\"h\":1}", b""));
         let mut d = Decoder::scanning();
         let got = frames(d.extend(&wire));
-        assert_eq!(
-            got,
-            vec![
-                Item::Sync,
-                Item::Frame(Frame {
-                    header: b"{\"h\":1}".to_vec(),
-                    body: vec![]
-                })
-            ]
-        );
+        assert_eq!(got, sync_then(b"{\"h\":1}"));
     }
 
     #[test]
@@ -404,6 +448,39 @@ mod tests {
         let got = frames(d.extend(&encode(header, &body)));
         assert_eq!(got.len(), 1);
         assert!(d.capacity() <= MAX_BUFFER);
+    }
+
+    #[test]
+    fn after_a_pause_a_sync_drops_the_partial_frame_and_anything_else_continues_it() {
+        let whole = encode(b"{\"a\":1}", b"body");
+        let mut next_host = SYNC.to_vec();
+        next_host.extend(encode(b"{\"h\":1}", b""));
+        // A new host: its sync marker ends the half frame of the one before.
+        // Fed a byte at a time, so the decision waits for the whole marker.
+        let mut d = Decoder::new();
+        assert!(d.extend(&whole[..5]).is_empty());
+        d.mark_resume();
+        let got: Vec<Item> = next_host
+            .iter()
+            .flat_map(|b| frames(d.extend(&[*b])))
+            .collect();
+        assert_eq!(got, sync_then(b"{\"h\":1}"));
+        // The same host (a late end of stream): the frame goes on.
+        let mut d = Decoder::new();
+        assert!(d.extend(&whole[..5]).is_empty());
+        d.mark_resume();
+        let got = frames(d.extend(&whole[5..]));
+        assert_eq!(
+            got,
+            vec![Item::Frame(Frame {
+                header: b"{\"a\":1}".to_vec(),
+                body: b"body".to_vec()
+            })]
+        );
+        // Nothing pending: frames right after the pause are frames.
+        let mut d = Decoder::new();
+        d.mark_resume();
+        assert_eq!(frames(d.extend(&whole)).len(), 1);
     }
 
     #[test]

@@ -58,17 +58,29 @@ pub async fn serve<T: Transport>(agent: Arc<Agent>, stream: T, eos: EndOfStream)
     let result = loop {
         let item = match reader.next().await {
             Ok(Some(item)) => item,
-            Ok(None) => {
-                conn.end_session("the host disconnected");
-                match &eos {
-                    EndOfStream::Close => break Ok(()),
-                    EndOfStream::WaitForHost(fd) => {
+            Ok(None) => match &eos {
+                EndOfStream::Close => {
+                    conn.end_session("the host disconnected");
+                    break Ok(());
+                }
+                EndOfStream::WaitForHost(fd) => {
+                    // The guest learns of a disconnect and a connect on a
+                    // queue of its own, which a slow guest can read after the
+                    // next host's first bytes: then this end of stream is
+                    // late and the host is still there. A host back within
+                    // the grace keeps the session; a new one starts with a
+                    // sync marker and a hello, which ends it.
+                    if serial::host_back_within(fd.as_fd(), serial::LATE_EOF_GRACE).await {
+                        log!("end of stream with the host still there; the session goes on");
+                        reader.decoder().mark_resume();
+                    } else {
+                        conn.end_session("the host disconnected");
                         serial::wait_for_host(fd.as_fd()).await;
                         reader.decoder().reset_scanning();
-                        continue;
                     }
+                    continue;
                 }
-            }
+            },
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 log!("{e}; skipping to the next handshake");
                 reader.decoder().resync();

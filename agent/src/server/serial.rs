@@ -44,6 +44,25 @@ pub fn host_connected(fd: BorrowedFd<'_>) -> bool {
     !hung_up
 }
 
+/// How long a host may be gone from the port and still count as the same
+/// one (see `conn::serve`): the guest handles a disconnect and the connect
+/// after it back to back, so a late end of stream is followed at once by a
+/// connected port.
+pub const LATE_EOF_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a host is connected to the port behind `fd` within `grace`.
+pub async fn host_back_within(fd: BorrowedFd<'_>, grace: Duration) -> bool {
+    let mut waited = Duration::ZERO;
+    while !host_connected(fd) {
+        if waited >= grace {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+        waited += POLL;
+    }
+    true
+}
+
 /// Returns once a host is connected to the port behind `fd`.
 pub async fn wait_for_host(fd: BorrowedFd<'_>) {
     let mut waited = Duration::ZERO;
