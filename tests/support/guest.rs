@@ -36,7 +36,9 @@ impl E2e {
             seed: None,
             disk_size: None,
             memory_mb: 1024,
-            cpus: 2,
+            // One vCPU, as rum's test VMs: two guests with two each on two
+            // host cores starve each other's boots.
+            cpus: 1,
             extra: Vec::new(),
         }
     }
@@ -89,6 +91,15 @@ impl<'e> GuestBuilder<'e> {
         let mut qemu = Command::new(&env.tools.qemu);
         qemu.args(["-name", &self.name, "-machine", "q35"])
             .args(["-accel", &env.tools.accel])
+            // rum's CPU: under TCG without 5-level paging, which TCG walks slowly.
+            .args([
+                "-cpu",
+                if env.tools.accel == "tcg" {
+                    "max,la57=off"
+                } else {
+                    "host"
+                },
+            ])
             .args(["-m", &self.memory_mb.to_string()])
             .args(["-smp", &self.cpus.to_string()])
             .args(["-display", "none"])
