@@ -477,6 +477,15 @@ mod tests {
                 body: b"body".to_vec()
             })]
         );
+        // Fewer bytes than a marker after the pause, starting like one, that
+        // finish the half frame: they continue it.
+        let ffs = encode(b"{}", &[0xff; 10]);
+        let cut = ffs.len() - 4;
+        let mut d = Decoder::new();
+        assert!(d.extend(&ffs[..cut]).is_empty());
+        d.mark_resume();
+        let got = frames(d.extend(&ffs[cut..]));
+        assert_eq!(got.len(), 1);
         // Nothing pending: frames right after the pause are frames.
         let mut d = Decoder::new();
         d.mark_resume();
