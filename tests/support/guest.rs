@@ -91,13 +91,13 @@ impl<'e> GuestBuilder<'e> {
         let mut qemu = Command::new(&env.tools.qemu);
         qemu.args(["-name", &self.name, "-machine", "q35"])
             .args(["-accel", &env.tools.accel])
-            // rum's CPU: under TCG without 5-level paging, which TCG walks slowly.
+            // The CPU rum gives its VMs.
             .args([
                 "-cpu",
                 if env.tools.accel == "tcg" {
-                    "max,la57=off"
+                    rum::vm::qemu_args::TCG_CPU
                 } else {
-                    "host"
+                    rum::vm::qemu_args::KVM_CPU
                 },
             ])
             .args(["-m", &self.memory_mb.to_string()])

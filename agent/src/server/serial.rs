@@ -52,25 +52,27 @@ pub const LATE_EOF_GRACE: Duration = Duration::from_secs(1);
 
 /// Whether a host is connected to the port behind `fd` within `grace`.
 pub async fn host_back_within(fd: BorrowedFd<'_>, grace: Duration) -> bool {
-    let mut waited = Duration::ZERO;
-    while !host_connected(fd) {
-        if waited >= grace {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
-        waited += POLL;
-    }
-    true
+    poll_for_host(fd, Some(grace)).await.is_some()
 }
 
 /// Returns once a host is connected to the port behind `fd`.
 pub async fn wait_for_host(fd: BorrowedFd<'_>) {
-    let mut waited = Duration::ZERO;
-    while !host_connected(fd) {
-        tokio::time::sleep(POLL).await;
-        waited += POLL;
-    }
+    let waited = poll_for_host(fd, None).await.unwrap_or_default();
     if waited > Duration::ZERO {
         log!("host connected after {} ms", waited.as_millis());
     }
+}
+
+/// Polls until a host is connected, for at most `limit`: how long that
+/// took, or `None` when the limit ran out first.
+async fn poll_for_host(fd: BorrowedFd<'_>, limit: Option<Duration>) -> Option<Duration> {
+    let mut waited = Duration::ZERO;
+    while !host_connected(fd) {
+        if limit.is_some_and(|limit| waited >= limit) {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+        waited += POLL;
+    }
+    Some(waited)
 }
