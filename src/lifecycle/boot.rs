@@ -37,11 +37,18 @@ pub struct Booted {
 pub struct Restoring<'a> {
     /// Refuses a device set the snapshot cannot be loaded into.
     pub check: &'a dyn Fn(&DeviceSet) -> Result<(), LifecycleError>,
-    /// Loads the snapshot into the paused QEMU and lets it run.
-    pub load: &'a dyn Fn(&RuntimeInfo) -> Result<(), LifecycleError>,
+    /// Starts putting the snapshot's RAM copy into the VM's new RAM file,
+    /// if it has one, while QEMU starts.
+    pub fill: &'a dyn Fn() -> Option<ram::Filling>,
+    /// Loads the snapshot into the paused QEMU (its RAM file filled first)
+    /// and lets it run.
+    pub load: &'a Load<'a>,
     /// The shares the snapshot had plugged into spare ports.
     pub plugged: &'a [Plugged],
 }
+
+/// `Restoring::load`: the paused QEMU, and its RAM file's fill if any.
+pub type Load<'a> = dyn Fn(&RuntimeInfo, Option<ram::Filling>) -> Result<(), LifecycleError> + 'a;
 
 pub fn bring_up(
     instance: &Instance,
@@ -63,6 +70,8 @@ pub fn bring_up(
     if let Some(restoring) = &restoring {
         (restoring.check)(&DeviceSet::of(&spec))?;
     }
+    // QEMU maps the file without touching it, and runs nothing before the load.
+    let filling = restoring.as_ref().and_then(|r| (r.fill)());
     let info = match boot.start(&spec, &host) {
         // The same nested KVM may refuse the guest outright (seen here:
         // "failed to set MSR 0x10a", then an assertion in QEMU's kvm.c).
@@ -82,7 +91,7 @@ pub fn bring_up(
         started => started?,
     };
     if let Some(restoring) = &restoring {
-        (restoring.load)(&info)?;
+        (restoring.load)(&info, filling)?;
     }
     match await_guest(
         instance,

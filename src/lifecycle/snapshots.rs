@@ -307,7 +307,6 @@ pub fn restore(
         }
         _ => None,
     };
-    let load = |info: &RuntimeInfo| load(instance, info, tag, ram.as_ref(), rt, reporter);
     let running = match instance.running()? {
         // Other shares plugged in than the snapshot had: a QEMU started
         // afresh with the snapshot's loads it; this one cannot.
@@ -328,7 +327,8 @@ pub fn restore(
                     record.qemu_version, info.qemu_version
                 ));
             }
-            load(&info)?;
+            let put_back = ram.as_ref().map(|(live, copy)| Ram::PutBack(live, copy));
+            load(instance, &info, tag, put_back, rt, reporter)?;
             let step = reporter.step("Reconnecting to the guest agent");
             match rt.block_on(connect_agent(instance, Duration::from_secs(60))) {
                 Ok(client) => {
@@ -343,8 +343,13 @@ pub fn restore(
         }
         None => {
             let mut guard = Guard::new();
+            let fill = || ram.as_ref().map(|(live, copy)| live.fill(tag, copy));
+            let load = |info: &RuntimeInfo, filling: Option<crate::ram::Filling>| {
+                load(instance, info, tag, filling.map(Ram::Filling), rt, reporter)
+            };
             let restoring = Restoring {
                 check: &check,
+                fill: &fill,
                 load: &load,
                 plugged: &record.devices.plugged,
             };
@@ -360,14 +365,22 @@ pub fn restore(
     Ok((client, info))
 }
 
+/// How a snapshot's RAM copy gets into the VM's RAM file.
+enum Ram<'a> {
+    /// Put back (the pages that differ) once the running VM is paused.
+    PutBack(&'a RamFile, &'a Path),
+    /// Already on its way into a new QEMU's file, since before it started.
+    Filling(crate::ram::Filling),
+}
+
 /// Loads `tag` into the running (or paused) VM and lets it run; with
-/// `ram`, the VM's RAM file and the snapshot's copy of it, the copy is put
-/// back first, with the VM paused.
+/// `ram`, the snapshot's RAM copy is in the VM's RAM file first, with the
+/// VM paused.
 fn load(
     instance: &Instance,
     info: &RuntimeInfo,
     tag: &str,
-    ram: Option<&(RamFile, PathBuf)>,
+    ram: Option<Ram>,
     rt: &tokio::runtime::Runtime,
     reporter: &Reporter,
 ) -> Result<(), LifecycleError> {
@@ -375,15 +388,18 @@ fn load(
     let loaded = rt.block_on(async {
         let qmp = connect(&instance.paths.qmp_socket()).await?;
         resume_interrupted(instance, &qmp).await?;
-        if let Some((live, copy)) = ram {
+        if let Some(ram) = ram {
             // Left paused (marked, for a rum killed before the end): `cont`
             // below lets it run.
             qmp.leave_shared_ram_out().await?;
             let _ = std::fs::write(instance.paths.paused_marker(), b"");
             qmp.execute(qmp::stop {}).await?;
             let started = std::time::Instant::now();
-            live.load(tag, copy)?;
-            tracing::debug!("RAM put back in {:?}", started.elapsed());
+            match ram {
+                Ram::PutBack(live, copy) => live.load(tag, copy)?,
+                Ram::Filling(filling) => filling.wait()?,
+            }
+            tracing::debug!("RAM put back after {:?} more", started.elapsed());
         }
         let started = std::time::Instant::now();
         qmp.snapshot_load(tag, ROOT_NODE, &info.snapshot_nodes, JOB_TIMEOUT)

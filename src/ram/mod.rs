@@ -210,6 +210,24 @@ impl RamFile {
         }
     }
 
+    /// `load` into the empty file of a QEMU about to start, on a thread of
+    /// its own: the copy is read while QEMU starts, the whole file asked of
+    /// the disk at once so that it is read ahead at the disk's pace.
+    pub fn fill(&self, tag: &str, from: &Path) -> Filling {
+        let (live, tag, from) = (self.clone(), tag.to_owned(), from.to_owned());
+        Filling(Some(std::thread::spawn(move || {
+            if let Ok(file) = File::open(&from) {
+                let _ = nix::fcntl::posix_fadvise(
+                    &file,
+                    0,
+                    0,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                );
+            }
+            live.load(&tag, &from)
+        })))
+    }
+
     /// Puts checkpoint `from` of `tag` back into the live file (the VM
     /// stopped); QEMU's mapping sees it at once.
     pub fn load(&self, tag: &str, from: &Path) -> Result<(), RamError> {
@@ -232,6 +250,26 @@ impl RamFile {
         }
         .map_err(err)?;
         Ok(())
+    }
+}
+
+/// A checkpoint on its way into a new VM's RAM file (`RamFile::fill`).
+pub struct Filling(Option<std::thread::JoinHandle<Result<(), RamError>>>);
+
+impl Filling {
+    /// Once the file holds the whole checkpoint.
+    pub fn wait(mut self) -> Result<(), RamError> {
+        let thread = self.0.take().expect("a fill is waited for once");
+        thread.join().expect("a RAM fill does not panic")
+    }
+}
+
+impl Drop for Filling {
+    /// A fill not waited for (QEMU failed to start) ends before the file goes.
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
     }
 }
 
