@@ -29,11 +29,17 @@ pub struct Copied {
 
 /// The ranges of `file` that hold data, in order (holes left out).
 pub fn data_ranges(file: &File) -> io::Result<Vec<Range<u64>>> {
-    let len = file.metadata()?.len();
+    data_within(file, 0..file.metadata()?.len())
+}
+
+/// The ranges of `file` within `range` that hold data, in order.
+fn data_within(file: &File, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+    let len = range.end;
     let mut ranges = Vec::new();
-    let mut at = 0u64;
+    let mut at = range.start;
     while at < len {
         let start = match lseek(file, at as i64, Whence::SeekData) {
+            Ok(s) if s as u64 >= len => break,
             Ok(s) => s as u64,
             Err(Errno::ENXIO) => break,
             Err(e) => return Err(e.into()),
@@ -60,7 +66,7 @@ pub fn copy_into(source: &File, target: &File, over: bool) -> io::Result<Copied>
     }
     let data = data_ranges(source)?;
     if over {
-        for hole in holes(&data, len) {
+        for hole in holes(&data, 0..len) {
             punch(target, hole)?;
         }
     }
@@ -228,10 +234,8 @@ pub fn copy_against(
     let sums = Mutex::new(Sums::empty(base_sums.hash, len));
     // Cleared by the first thread that finds the filesystem copies no ranges.
     let reflinks = AtomicBool::new(true);
-    let data = data_ranges(source)?;
     let file = Sharing {
         source,
-        data: &data,
         base,
         base_sums,
         target,
@@ -253,7 +257,6 @@ pub fn copy_against(
 /// freed to the host, thousands.
 struct Sharing<'a> {
     source: &'a File,
-    data: &'a [Range<u64>],
     base: &'a File,
     base_sums: &'a Sums,
     target: &'a File,
@@ -279,11 +282,10 @@ impl Sharing<'_> {
         hashes.resize(((piece.end - piece.start).div_ceil(page)) as usize, 0);
         let mut shared: Option<Range<u64>> = None;
         let mut written = 0;
-        let from = self.data.partition_point(|r| r.end <= piece.start);
-        let within = self.data[from..]
-            .iter()
-            .take_while(|r| r.start < piece.end)
-            .map(|r| r.start.max(piece.start)..r.end.min(piece.end))
+        // Found by the thread that takes the piece: a serial walk of the
+        // live file's thousands of holes would come first otherwise.
+        let within = data_within(self.source, piece.clone())?
+            .into_iter()
             // An empty range at the end, so the last hole is walked too.
             .chain(std::iter::once(piece.end..piece.end));
         let mut at = piece.start;
@@ -387,33 +389,39 @@ pub fn load_by_sums(source: &File, sums: &Sums, target: &File) -> io::Result<Cop
     if target.metadata()?.len() != len {
         target.set_len(len)?;
     }
-    let held = data_ranges(target)?;
-    let mut written = in_pieces(&held, false, |buffers, piece| {
+    // Each piece's data is found by the thread that takes it: the live
+    // file has thousands of holes, and one walk of them all is serial.
+    let whole = [Range { start: 0, end: len }];
+    let written = in_pieces(&whole, false, |buffers, piece| {
+        let held = data_within(target, piece.clone())?;
         let mut differ = Vec::new();
-        runs(
-            target,
-            Against::Sums(sums),
-            None,
-            piece,
-            buffers,
-            |_, run, same| {
-                if !same {
-                    differ.push(run);
-                }
-                Ok(0)
-            },
-        )?;
+        for range in &held {
+            runs(
+                target,
+                Against::Sums(sums),
+                None,
+                range.clone(),
+                buffers,
+                |_, run, same| {
+                    if !same {
+                        differ.push(run);
+                    }
+                    Ok(0)
+                },
+            )?;
+        }
         let mut written = 0;
         for run in differ {
             written += put_back(source, sums, target, run, &mut buffers.new)?;
         }
+        // Pages the live file lacks (freed since) that the checkpoint holds.
+        for hole in holes(&held, piece) {
+            for run in held_by(sums, hole) {
+                written += user_copy(source, target, run, buffers)?;
+            }
+        }
         Ok(written)
     })?;
-    let lacking: Vec<Range<u64>> = holes(&held, len)
-        .into_iter()
-        .flat_map(|hole| held_by(sums, hole))
-        .collect();
-    written += parallel_user_copy(source, target, &lacking, false)?;
     Ok(Copied {
         written,
         in_kernel: false,
@@ -546,10 +554,10 @@ fn runs(
     Ok(written)
 }
 
-/// The gaps between `data` up to `len`.
-fn holes(data: &[Range<u64>], len: u64) -> Vec<Range<u64>> {
-    let mut out = Vec::new();
-    let mut at = 0;
+/// The gaps between `data` within `range`.
+fn holes(data: &[Range<u64>], range: Range<u64>) -> Vec<Range<u64>> {
+    let (len, mut out) = (range.end, Vec::new());
+    let mut at = range.start;
     for r in data {
         if r.start > at {
             out.push(at..r.start);
@@ -813,6 +821,23 @@ mod tests {
         let copied = load_by_sums(&first, &first_sums, &fresh).unwrap();
         assert_eq!(contents(&fresh), contents(&first));
         assert_eq!(copied.written, 5 * page);
+    }
+
+    #[test]
+    fn data_within_a_range_is_cut_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = PAGE as u64;
+        let file = sparse(
+            dir.path(),
+            "f",
+            &[(0, 1), (page, 1), (5 * page, 2), (9 * page, 3)],
+        );
+        assert_eq!(
+            data_within(&file, page..6 * page).unwrap(),
+            vec![page..2 * page, 5 * page..6 * page]
+        );
+        assert_eq!(data_within(&file, 2 * page..5 * page).unwrap(), vec![]);
+        assert_eq!(data_within(&file, 6 * page..9 * page).unwrap(), vec![]);
     }
 
     #[test]
