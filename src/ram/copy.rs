@@ -291,7 +291,7 @@ impl Sharing<'_> {
         let mut at = piece.start;
         for range in within {
             for hole in (at..range.start).step_by(PAGE) {
-                let fate = match self.base_sums.pages[(hole / page) as usize] {
+                let fate = match self.base_sums.page((hole / page) as usize) {
                     0 => Fate::Shared,
                     _ => Fate::Hole,
                 };
@@ -307,7 +307,7 @@ impl Sharing<'_> {
                     *slot = self.base_sums.hash.of(bytes);
                 }
                 let fate = |i: usize| match mine[i] {
-                    h if h == self.base_sums.pages[at_page + i] => Fate::Shared,
+                    h if h == self.base_sums.page(at_page + i) => Fate::Shared,
                     0 => Fate::Hole,
                     _ => Fate::Written,
                 };
@@ -440,9 +440,9 @@ fn put_back(
     let page_of = |at: u64| (at / PAGE as u64) as usize;
     let mut at = run.start;
     while at < run.end {
-        let zero = sums.pages[page_of(at)] == 0;
+        let zero = sums.page(page_of(at)) == 0;
         let mut end = at;
-        while end < run.end && (sums.pages[page_of(end)] == 0) == zero && end - at < CHUNK as u64 {
+        while end < run.end && (sums.page(page_of(end)) == 0) == zero && end - at < CHUNK as u64 {
             end = (end + PAGE as u64).min(run.end);
         }
         if zero {
@@ -463,7 +463,7 @@ fn held_by(sums: &Sums, range: Range<u64>) -> Vec<Range<u64>> {
     let first = range.start / PAGE as u64;
     let last = range.end.div_ceil(PAGE as u64);
     for page in first..last {
-        if sums.pages[page as usize] == 0 {
+        if sums.page(page as usize) == 0 {
             continue;
         }
         let at = page * PAGE as u64;
@@ -480,7 +480,7 @@ fn held_by(sums: &Sums, range: Range<u64>) -> Vec<Range<u64>> {
 fn record(sums: &Mutex<Sums>, piece: &Range<u64>, hashes: &[u128]) {
     let first = (piece.start / PAGE as u64) as usize;
     let mut sums = sums.lock().expect("a copy thread does not panic");
-    sums.pages[first..first + hashes.len()].copy_from_slice(hashes);
+    sums.set(first, hashes);
 }
 
 /// What each page of a walk is compared with.
@@ -534,7 +534,7 @@ fn runs(
             let end = (page + PAGE).min(n);
             match against {
                 Against::File(_) => new[page..end] == old[page..end],
-                Against::Sums(sums) => chunk[page / PAGE] == sums.pages[first + page / PAGE],
+                Against::Sums(sums) => chunk[page / PAGE] == sums.page(first + page / PAGE),
                 Against::Zeros if hash.is_some() => chunk[page / PAGE] == 0,
                 Against::Zeros => new[page..end].iter().all(|b| *b == 0),
             }
@@ -755,10 +755,10 @@ mod tests {
             "the changed and the new page"
         );
         assert_eq!(
-            sums.pages[(MIB / PAGE as u64) as usize],
+            sums.page((MIB / PAGE as u64) as usize),
             sums.hash.of(&[9; PAGE])
         );
-        assert_eq!(sums.pages[1], 0, "a hole");
+        assert_eq!(sums.page(1), 0, "a hole");
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Unsynced {
     /// Syncs the copy, then names it: its name always means a whole copy.
     /// Its hashes are named after it, so they never describe another copy;
     /// their cost on disk is added to the copy's.
-    pub fn finish(self) -> Result<Copied, RamError> {
+    pub fn finish(mut self) -> Result<Copied, RamError> {
         let synced = (|| {
             self.file.sync_all()?;
             let sums = partial(&sums::path_of(&self.to));

@@ -49,11 +49,27 @@ impl PageHash {
     }
 }
 
-/// The hashes of a file's pages, in order.
+/// The hashes of a file's pages, in order, kept as the file holds them
+/// (header, then 16 little-endian bytes a page): a second 4 MiB to convert
+/// into costs a thousand page faults, milliseconds here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sums {
     pub hash: PageHash,
-    pub pages: Vec<u128>,
+    image: Vec<u8>,
+}
+
+/// The whole of `path`, its holes (the entries of zero pages) not read:
+/// reading a hole costs the filesystem more than the zeros are worth.
+fn read_sparse(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut bytes = vec![0u8; file.metadata()?.len() as usize];
+    for range in super::copy::data_ranges(&file)? {
+        file.read_exact_at(
+            &mut bytes[range.start as usize..range.end as usize],
+            range.start,
+        )?;
+    }
+    Ok(bytes)
 }
 
 /// Where the hashes of RAM checkpoint `ram` are.
@@ -68,15 +84,34 @@ impl Sums {
     pub fn empty(hash: PageHash, len: u64) -> Self {
         Self {
             hash,
-            pages: vec![0; len.div_ceil(PAGE as u64) as usize],
+            image: vec![0; HEADER + len.div_ceil(PAGE as u64) as usize * ENTRY],
+        }
+    }
+
+    /// How many pages they describe.
+    pub fn len(&self) -> usize {
+        (self.image.len() - HEADER) / ENTRY
+    }
+
+    /// The hash of page `index`.
+    pub fn page(&self, index: usize) -> u128 {
+        let at = HEADER + index * ENTRY;
+        u128::from_le_bytes(self.image[at..at + ENTRY].try_into().expect("16 bytes"))
+    }
+
+    /// Sets the hashes of the pages from `first` on.
+    pub fn set(&mut self, first: usize, hashes: &[u128]) {
+        let entries = &mut self.image[HEADER + first * ENTRY..][..hashes.len() * ENTRY];
+        for (slot, hash) in entries.chunks_exact_mut(ENTRY).zip(hashes) {
+            slot.copy_from_slice(&hash.to_le_bytes());
         }
     }
 
     /// The hashes beside checkpoint `ram` if they are there and describe a
     /// file of `len` bytes; `None` sends the caller down the comparing path.
     pub fn read(ram: &Path, len: u64) -> Option<Sums> {
-        let bytes = std::fs::read(path_of(ram)).ok()?;
-        let (header, entries) = bytes.split_at_checked(HEADER)?;
+        let image = read_sparse(&path_of(ram)).ok()?;
+        let (header, entries) = image.split_at_checked(HEADER)?;
         let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let count = len.div_ceil(PAGE as u64);
         if &header[..8] != MAGIC
@@ -86,29 +121,21 @@ impl Sums {
         {
             return None;
         }
-        let pages = entries
-            .chunks_exact(ENTRY)
-            .map(|e| u128::from_le_bytes(e.try_into().expect("16 bytes")))
-            .collect();
-        Some(Sums {
-            hash: PageHash::with_seed(word(8)),
-            pages,
-        })
+        let hash = PageHash::with_seed(word(8));
+        Some(Sums { hash, image })
     }
 
     /// Writes the hashes to `path`, checksummed rather than synced: torn by
     /// a crash, they are not used, and a restore compares pages instead.
     /// Blocks of holes' entries stay holes, so a mostly free RAM costs little.
-    pub fn write(&self, path: &Path) -> io::Result<()> {
-        let mut bytes = vec![0u8; HEADER + self.pages.len() * ENTRY];
-        let (header, entries) = bytes.split_at_mut(HEADER);
-        for (slot, page) in entries.chunks_exact_mut(ENTRY).zip(&self.pages) {
-            slot.copy_from_slice(&page.to_le_bytes());
-        }
+    pub fn write(&mut self, path: &Path) -> io::Result<()> {
+        let count = self.len() as u64;
+        let (header, entries) = self.image.split_at_mut(HEADER);
         header[..8].copy_from_slice(MAGIC);
         header[8..16].copy_from_slice(&self.hash.seed.to_le_bytes());
-        header[16..24].copy_from_slice(&(self.pages.len() as u64).to_le_bytes());
+        header[16..24].copy_from_slice(&count.to_le_bytes());
         header[24..32].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(entries).to_le_bytes());
+        let bytes = &self.image;
         let file = File::options()
             .write(true)
             .create(true)
@@ -144,10 +171,11 @@ mod tests {
         let hash = PageHash::fresh();
         let len = 3 << 20;
         let mut sums = Sums::empty(hash, len);
-        sums.pages[5] = hash.of(&[7u8; PAGE]);
-        sums.pages[700] = hash.of(&[8u8; PAGE]);
+        sums.set(5, &[hash.of(&[7u8; PAGE])]);
+        sums.set(700, &[hash.of(&[8u8; PAGE])]);
         assert_eq!(hash.of(&[0u8; PAGE]), 0);
-        assert_ne!(sums.pages[5], sums.pages[700]);
+        assert_ne!(sums.page(5), sums.page(700));
+        assert_eq!(sums.page(6), 0);
         sums.write(&path_of(&ram)).unwrap();
         assert_eq!(Sums::read(&ram, len), Some(sums));
         // Hashes of another size of RAM are not used, nor torn ones.
