@@ -6,7 +6,6 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, copy_file_range, fallocate};
-use nix::unistd::{Whence, lseek};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -14,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::sparse::{data_ranges, data_within};
 use super::sums::{PAGE, PageHash, Sums};
 
 /// Bytes read at a time on the userspace path.
@@ -25,33 +25,6 @@ pub struct Copied {
     pub written: u64,
     /// Whether every data range went through `copy_file_range`.
     pub in_kernel: bool,
-}
-
-/// The ranges of `file` that hold data, in order (holes left out).
-pub fn data_ranges(file: &File) -> io::Result<Vec<Range<u64>>> {
-    data_within(file, 0..file.metadata()?.len())
-}
-
-/// The ranges of `file` within `range` that hold data, in order.
-fn data_within(file: &File, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
-    let len = range.end;
-    let mut ranges = Vec::new();
-    let mut at = range.start;
-    while at < len {
-        let start = match lseek(file, at as i64, Whence::SeekData) {
-            Ok(s) if s as u64 >= len => break,
-            Ok(s) => s as u64,
-            Err(Errno::ENXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let end = match lseek(file, start as i64, Whence::SeekHole) {
-            Ok(e) => e as u64,
-            Err(e) => return Err(e.into()),
-        };
-        ranges.push(start..end.min(len));
-        at = end;
-    }
-    Ok(ranges)
 }
 
 /// Makes `target` hold what `source` holds, at the same size. With `over`,
@@ -821,23 +794,6 @@ mod tests {
         let copied = load_by_sums(&first, &first_sums, &fresh).unwrap();
         assert_eq!(contents(&fresh), contents(&first));
         assert_eq!(copied.written, 5 * page);
-    }
-
-    #[test]
-    fn data_within_a_range_is_cut_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let page = PAGE as u64;
-        let file = sparse(
-            dir.path(),
-            "f",
-            &[(0, 1), (page, 1), (5 * page, 2), (9 * page, 3)],
-        );
-        assert_eq!(
-            data_within(&file, page..6 * page).unwrap(),
-            vec![page..2 * page, 5 * page..6 * page]
-        );
-        assert_eq!(data_within(&file, 2 * page..5 * page).unwrap(), vec![]);
-        assert_eq!(data_within(&file, 6 * page..9 * page).unwrap(), vec![]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! written back by the kernel while the VM merely runs (`scripts/bench --ram`).
 
 mod copy;
+mod sparse;
 mod sums;
 
 pub use copy::Copied;

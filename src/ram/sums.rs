@@ -63,7 +63,7 @@ pub struct Sums {
 fn read_sparse(path: &Path) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
     let mut bytes = vec![0u8; file.metadata()?.len() as usize];
-    for range in super::copy::data_ranges(&file)? {
+    for range in super::sparse::data_ranges(&file)? {
         file.read_exact_at(
             &mut bytes[range.start as usize..range.end as usize],
             range.start,
