@@ -161,7 +161,7 @@ async fn save_with_ram(
         .reflink
         .then(|| newest_ram_copy(state, tag))
         .flatten()
-        .filter(|f| f.exists());
+        .filter(|c| c.file.exists());
     crate::ram::remove_copy(&file);
     crate::ram::remove_partial(dir);
     let paused = Paused::pause(paths, qmp).await?;
@@ -172,7 +172,7 @@ async fn save_with_ram(
             .map_err(|e| filled_up(paths, false, e.into()))?;
         tracing::debug!("device state saved after {:?}", started.elapsed());
         crate::testhook::pause("ram_copy");
-        Ok::<_, LifecycleError>(ram.save(&file, base.as_deref()))
+        Ok::<_, LifecycleError>(ram.save(&file, base.as_ref()))
     }
     .await;
     tracing::debug!("RAM copied after {:?}", started.elapsed());
@@ -180,30 +180,26 @@ async fn save_with_ram(
     // Synced with the VM running again: it waits for the copy, not the disk.
     let copied = saved?.and_then(crate::ram::Unsynced::finish);
     tracing::debug!("RAM copy synced after {:?}", started.elapsed());
-    let copied = match copied {
-        Ok(copied) => copied,
+    match copied {
+        Ok(copy) => Ok(copy),
         Err(e) => {
             let _ = qmp
                 .snapshot_delete(tag, &info.snapshot_nodes, JOB_TIMEOUT)
                 .await;
-            return Err(filled_up(paths, e.is_disk_full(), e.into()));
+            Err(filled_up(paths, e.is_disk_full(), e.into()))
         }
-    };
-    Ok(RamCopy {
-        file,
-        written: copied.written,
-    })
+    }
 }
 
 /// The RAM copy of the newest recorded snapshot other than `tag`.
-fn newest_ram_copy(state: &State, tag: &str) -> Option<PathBuf> {
+fn newest_ram_copy(state: &State, tag: &str) -> Option<RamCopy> {
     state
         .snapshots
         .iter()
         .filter(|(t, _)| *t != tag)
-        .filter_map(|(_, r)| Some((r.created, r.ram.as_ref()?.file.clone())))
+        .filter_map(|(_, r)| Some((r.created, r.ram.as_ref()?)))
         .max_by_key(|(created, _)| *created)
-        .map(|(_, file)| file)
+        .map(|(_, copy)| copy.clone())
 }
 
 /// The VM paused by rum (to copy its RAM), marked on disk while it is.
@@ -302,8 +298,8 @@ pub fn restore(
     // A RAM copy deleted or cut short is found before the VM is touched.
     let ram = match (&record.ram, ram_file(state, &record.devices)) {
         (Some(copy), Some(live)) => {
-            crate::ram::check(tag, &copy.file, record.devices.memory_mb)?;
-            Some((live, copy.file.clone()))
+            crate::ram::check(tag, copy, record.devices.memory_mb)?;
+            Some((live, copy.clone()))
         }
         _ => None,
     };
@@ -368,7 +364,7 @@ pub fn restore(
 /// How a snapshot's RAM copy gets into the VM's RAM file.
 enum Ram<'a> {
     /// Put back (the pages that differ) once the running VM is paused.
-    PutBack(&'a RamFile, &'a Path),
+    PutBack(&'a RamFile, &'a RamCopy),
     /// Already on its way into a new QEMU's file, since before it started.
     Filling(crate::ram::Filling),
 }

@@ -5,6 +5,7 @@
 //! written back by the kernel while the VM merely runs (`scripts/bench --ram`).
 
 mod copy;
+mod packed;
 mod sparse;
 mod sums;
 
@@ -15,6 +16,30 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// A snapshot's RAM, copied out of the VM's RAM file beside its disks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamCopy {
+    pub file: PathBuf,
+    /// Bytes the copy wrote to disk (the rest is holes, or shared blocks).
+    pub written: u64,
+    /// How the file lays the pages out; records from before say none.
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+/// How a RAM copy lays out the guest's pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// The guest's own: page n at n × 4 KiB, zero pages holes. rum made
+    /// these before packed copies; they still load, and a save against one
+    /// makes a whole packed copy.
+    #[default]
+    Guest,
+    /// Slots and a map (`packed.rs`): every copy rum makes now.
+    Packed,
+}
 
 /// Where a VM's RAM lives while it runs, fixed when the VM is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,13 +58,22 @@ pub enum RamError {
     )]
     Missing { tag: String, path: PathBuf },
     #[error(
-        "The `{tag}` snapshot's RAM file {} holds {actual} bytes, not the {expected} the VM's RAM has: it was truncated or replaced, so the snapshot cannot be restored; the VM was left as it was. `rum snapshot delete {tag}` forgets it", .path.display()
+        "The `{tag}` snapshot's RAM file {} holds {actual} bytes, not the {expected} it was made with: it was truncated or replaced, so the snapshot cannot be restored; the VM was left as it was. `rum snapshot delete {tag}` forgets it", .path.display()
     )]
     WrongSize {
         tag: String,
         path: PathBuf,
         actual: u64,
         expected: u64,
+    },
+    #[error(
+        "The `{tag}` snapshot's RAM file {} is damaged ({source}): it was truncated, overwritten or replaced, so the snapshot cannot be restored; the VM was left as it was. `rum snapshot delete {tag}` forgets it", .path.display()
+    )]
+    Damaged {
+        tag: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("Cannot copy the guest's RAM to {}: {source}", .path.display())]
     Save {
@@ -159,12 +193,12 @@ impl RamFile {
         std::fs::metadata(&self.live).map_or(0, |m| m.blocks() * 512)
     }
 
-    /// Copies the live RAM (the VM stopped) to `to.part`; `Unsynced::finish`
-    /// (the VM may run again by then) makes it durable and gives it the
-    /// name, so no half-made copy ever has it. With `base`, an earlier
-    /// checkpoint on a filesystem that shares blocks, the copy shares its
-    /// blocks and writes only the pages that differ.
-    pub fn save(&self, to: &Path, base: Option<&Path>) -> Result<Unsynced, RamError> {
+    /// Copies the live RAM (the VM stopped) to `to.part`, packed;
+    /// `Unsynced::finish` (the VM may run again by then) makes it durable
+    /// and gives it the name, so no half-made copy ever has it. With
+    /// `base`, an earlier packed copy on a filesystem that shares blocks,
+    /// the copy shares all its slots and appends the pages that differ.
+    pub fn save(&self, to: &Path, base: Option<&RamCopy>) -> Result<Unsynced, RamError> {
         let part = partial(to);
         let copied = (|| {
             let live = File::open(&self.live)?;
@@ -175,21 +209,8 @@ impl RamFile {
                 .truncate(true)
                 .mode(0o600)
                 .open(&part)?;
-            let hash = sums::PageHash::fresh();
-            let copied = match base {
-                Some(base) => {
-                    let len = live.metadata()?.len();
-                    let base_sums = sums::Sums::read(base, len);
-                    copy::copy_against(
-                        &live,
-                        &File::open(base)?,
-                        base_sums.as_ref(),
-                        &target,
-                        hash,
-                    )?
-                }
-                None => copy::copy_hashed(&live, &target, hash)?,
-            };
+            let base = base.and_then(|b| packed_base(b, live.metadata().ok()?.len()));
+            let copied = packed::save(&live, &target, base, sums::PageHash::fresh())?;
             Ok((target, copied))
         })();
         let unsynced = |(file, (copied, sums))| Unsynced {
@@ -214,10 +235,10 @@ impl RamFile {
     /// `load` into the empty file of a QEMU about to start, on a thread of
     /// its own: the copy is read while QEMU starts, the whole file asked of
     /// the disk at once so that it is read ahead at the disk's pace.
-    pub fn fill(&self, tag: &str, from: &Path) -> Filling {
-        let (live, tag, from) = (self.clone(), tag.to_owned(), from.to_owned());
+    pub fn fill(&self, tag: &str, from: &RamCopy) -> Filling {
+        let (live, tag, from) = (self.clone(), tag.to_owned(), from.clone());
         Filling(Some(std::thread::spawn(move || {
-            if let Ok(file) = File::open(&from) {
+            if let Ok(file) = File::open(&from.file) {
                 let _ = nix::fcntl::posix_fadvise(
                     &file,
                     0,
@@ -231,27 +252,53 @@ impl RamFile {
 
     /// Puts checkpoint `from` of `tag` back into the live file (the VM
     /// stopped); QEMU's mapping sees it at once.
-    pub fn load(&self, tag: &str, from: &Path) -> Result<(), RamError> {
+    pub fn load(&self, tag: &str, from: &RamCopy) -> Result<(), RamError> {
+        let path = &from.file;
         let err = |source| RamError::Load {
             tag: tag.to_owned(),
-            path: from.to_owned(),
+            path: path.clone(),
             source,
         };
-        let source = File::open(from).map_err(err)?;
+        let source = File::open(path).map_err(err)?;
         let live = File::options()
             .read(true)
             .write(true)
             .open(&self.live)
             .map_err(err)?;
-        let len = source.metadata().map_err(err)?.len();
-        match sums::Sums::read(from, len) {
-            Some(sums) => copy::load_by_sums(&source, &sums, &live),
-            // A copy from before rum kept hashes: compared page by page.
-            None => copy::copy_into(&source, &live, true),
+        match from.layout {
+            Layout::Packed => {
+                let map = packed::Map::read(&source).map_err(err)?;
+                let sums = sums::Sums::read(path, map.pages() * sums::PAGE as u64);
+                packed::load(&source, &map, sums.as_ref(), &live)
+            }
+            Layout::Guest => {
+                let len = source.metadata().map_err(err)?.len();
+                match sums::Sums::read(path, len) {
+                    Some(sums) => copy::load_by_sums(&source, &sums, &live),
+                    // A copy from before rum kept hashes: compared page by page.
+                    None => copy::copy_into(&source, &live, true),
+                }
+            }
         }
         .map_err(err)?;
         Ok(())
     }
+}
+
+/// The packed copy `copy` as the base of the next save of a RAM of `len`
+/// bytes, unless it is in the guest's layout, lacks whole hashes, or
+/// carries so many dead slots that a fresh copy is due.
+fn packed_base(copy: &RamCopy, len: u64) -> Option<packed::Base> {
+    if copy.layout != Layout::Packed {
+        return None;
+    }
+    let file = File::open(&copy.file).ok()?;
+    let map = packed::Map::read(&file).ok()?;
+    if map.wants_compacting() {
+        return None;
+    }
+    let sums = sums::Sums::read(&copy.file, len)?;
+    Some(packed::Base { file, map, sums })
 }
 
 /// A checkpoint on its way into a new VM's RAM file (`RamFile::fill`).
@@ -288,7 +335,7 @@ impl Unsynced {
     /// Syncs the copy, then names it: its name always means a whole copy.
     /// Its hashes are named after it, so they never describe another copy;
     /// their cost on disk is added to the copy's.
-    pub fn finish(mut self) -> Result<Copied, RamError> {
+    pub fn finish(mut self) -> Result<RamCopy, RamError> {
         let synced = (|| {
             self.file.sync_all()?;
             let sums = partial(&sums::path_of(&self.to));
@@ -304,9 +351,10 @@ impl Unsynced {
             path: self.to.clone(),
             source,
         })?;
-        Ok(Copied {
+        Ok(RamCopy {
+            file: self.to.clone(),
             written: self.copied.written + sums,
-            ..self.copied
+            layout: Layout::Packed,
         })
     }
 }
@@ -321,20 +369,46 @@ impl Drop for Unsynced {
 
 /// A checkpoint `tag` can be loaded only if its file is whole: asked before
 /// the VM is touched.
-pub fn check(tag: &str, path: &Path, memory_mb: u64) -> Result<(), RamError> {
-    let expected = memory_mb << 20;
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() == expected => Ok(()),
-        Ok(m) => Err(RamError::WrongSize {
-            tag: tag.to_owned(),
-            path: path.to_owned(),
-            actual: m.len(),
-            expected,
-        }),
-        Err(_) => Err(RamError::Missing {
-            tag: tag.to_owned(),
-            path: path.to_owned(),
-        }),
+pub fn check(tag: &str, copy: &RamCopy, memory_mb: u64) -> Result<(), RamError> {
+    let path = &copy.file;
+    let missing = || RamError::Missing {
+        tag: tag.to_owned(),
+        path: path.clone(),
+    };
+    let wrong_size = |actual, expected| RamError::WrongSize {
+        tag: tag.to_owned(),
+        path: path.clone(),
+        actual,
+        expected,
+    };
+    let ram = memory_mb << 20;
+    match copy.layout {
+        Layout::Guest => match std::fs::metadata(path) {
+            Ok(m) if m.len() == ram => Ok(()),
+            Ok(m) => Err(wrong_size(m.len(), ram)),
+            Err(_) => Err(missing()),
+        },
+        Layout::Packed => {
+            let file = File::open(path).map_err(|_| missing())?;
+            let actual = file.metadata().map_err(|_| missing())?.len();
+            let damaged = |source| RamError::Damaged {
+                tag: tag.to_owned(),
+                path: path.clone(),
+                source,
+            };
+            let header = packed::Header::read(&file).map_err(damaged)?;
+            if header.pages != ram / sums::PAGE as u64 {
+                return Err(damaged(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("it describes {} MiB of RAM", (header.pages * sums::PAGE as u64) >> 20),
+                )));
+            }
+            if actual != header.len() {
+                return Err(wrong_size(actual, header.len()));
+            }
+            packed::Map::read(&file).map_err(damaged)?;
+            Ok(())
+        }
     }
 }
 

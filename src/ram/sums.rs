@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The unit of hashing, of comparison and of sparseness: a guest page.
@@ -58,20 +58,6 @@ pub struct Sums {
     image: Vec<u8>,
 }
 
-/// The whole of `path`, its holes (the entries of zero pages) not read:
-/// reading a hole costs the filesystem more than the zeros are worth.
-fn read_sparse(path: &Path) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let mut bytes = vec![0u8; file.metadata()?.len() as usize];
-    for range in super::sparse::data_ranges(&file)? {
-        file.read_exact_at(
-            &mut bytes[range.start as usize..range.end as usize],
-            range.start,
-        )?;
-    }
-    Ok(bytes)
-}
-
 /// Where the hashes of RAM checkpoint `ram` are.
 pub fn path_of(ram: &Path) -> PathBuf {
     let mut name = ram.as_os_str().to_owned();
@@ -110,7 +96,8 @@ impl Sums {
     /// The hashes beside checkpoint `ram` if they are there and describe a
     /// file of `len` bytes; `None` sends the caller down the comparing path.
     pub fn read(ram: &Path, len: u64) -> Option<Sums> {
-        let image = read_sparse(&path_of(ram)).ok()?;
+        let file = File::open(path_of(ram)).ok()?;
+        let image = super::sparse::read_data(&file, 0..file.metadata().ok()?.len()).ok()?;
         let (header, entries) = image.split_at_checked(HEADER)?;
         let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let count = len.div_ceil(PAGE as u64);
@@ -135,27 +122,14 @@ impl Sums {
         header[8..16].copy_from_slice(&self.hash.seed.to_le_bytes());
         header[16..24].copy_from_slice(&count.to_le_bytes());
         header[24..32].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(entries).to_le_bytes());
-        let bytes = &self.image;
         let file = File::options()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        file.set_len(bytes.len() as u64)?;
-        let mut blocks = bytes.chunks(PAGE).enumerate().peekable();
-        while let Some((first, block)) = blocks.next() {
-            if first > 0 && block.iter().all(|b| *b == 0) {
-                continue;
-            }
-            // Runs of blocks with data go in one write each.
-            let mut end = first + 1;
-            while blocks.next_if(|(_, b)| b.iter().any(|b| *b != 0)).is_some() {
-                end += 1;
-            }
-            let at = first * PAGE;
-            file.write_all_at(&bytes[at..(end * PAGE).min(bytes.len())], at as u64)?;
-        }
+        file.set_len(self.image.len() as u64)?;
+        super::sparse::write_data(&file, 0, &self.image)?;
         Ok(())
     }
 }
@@ -163,6 +137,7 @@ impl Sums {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn hashes_read_back_as_written_and_zero_pages_count_as_holes() {

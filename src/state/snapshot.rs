@@ -27,13 +27,7 @@ pub struct SnapshotRecord {
     pub ram: Option<RamCopy>,
 }
 
-/// A snapshot's RAM, copied out of the VM's RAM file beside its disks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RamCopy {
-    pub file: PathBuf,
-    /// Bytes the copy wrote to disk (the rest is holes, or shared blocks).
-    pub written: u64,
-}
+pub use crate::ram::RamCopy;
 
 /// Where a VM's snapshots keep its RAM.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
