@@ -5,12 +5,13 @@
 //! behind rum's back is refused with the VM left as it was, a rum killed
 //! in the middle of the copy leaves no listed snapshot and a VM that goes
 //! on, and a snapshot loads into a fresh QEMU after `down`. One boot; a
-//! second on XFS, where each copy shares the blocks of the one before.
+//! second on XFS, where each copy shares the blocks of the one before, and
+//! a copy in the layout an earlier rum wrote still loads.
 
 mod support;
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use support::{At, E2e, LoopFs, may_mount};
 
 /// Memory only: a file on the guest's tmpfs is in RAM, not on its disk.
@@ -29,6 +30,44 @@ fn ram_file_of(env: &E2e, name: &str) -> PathBuf {
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("no snapshot {name}"));
     PathBuf::from(found["ram_file"].as_str().expect("a RAM file"))
+}
+
+/// Rewrites the packed copy `path` in the guest's own layout (page n at
+/// n × 4 KiB, zero pages holes) and drops its record's layout: a snapshot
+/// as rum made it before copies were packed.
+fn as_made_before_packing(path: &Path) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const PAGE: usize = 4096;
+    let packed = std::fs::read(path).unwrap();
+    assert_eq!(&packed[..8], b"RUMPACK1");
+    let pages = u64::from_le_bytes(packed[8..16].try_into().unwrap()) as usize;
+    let slots = PAGE + (pages * 4).div_ceil(PAGE) * PAGE;
+    std::fs::remove_file(path).unwrap();
+    let old = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    old.set_len((pages * PAGE) as u64).unwrap();
+    for page in 0..pages {
+        let at = PAGE + page * 4;
+        let slot = u32::from_le_bytes(packed[at..at + 4].try_into().unwrap()) as usize;
+        if slot != 0 {
+            let bytes = &packed[slots + (slot - 1) * PAGE..][..PAGE];
+            old.write_all_at(bytes, (page * PAGE) as u64).unwrap();
+        }
+    }
+    let state = path.parent().unwrap().parent().unwrap().join("state.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let copies = record["snapshots"].as_object_mut().unwrap().values_mut();
+    for snapshot in copies {
+        if snapshot["ram"]["file"].as_str() == path.to_str() {
+            let ram = snapshot["ram"].as_object_mut().unwrap();
+            assert_eq!(ram.remove("layout"), Some("packed".into()));
+        }
+    }
+    std::fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
 }
 
 fn marker(env: &E2e) -> String {
@@ -182,6 +221,25 @@ fn on_xfs_a_copy_costs_what_changed_since_the_last() {
     env.rum(&["snapshot", "restore", "pre-provision"])
         .assert_success();
     assert_eq!(marker(&env), "none\n");
+
+    // A copy an earlier rum made, in the guest's own layout, still loads,
+    // and the next save against it makes a whole copy of its own.
+    as_made_before_packing(&ram_file_of(&env, "one"));
+    env.rum(&["snapshot", "restore", "one"]).assert_success();
+    assert_eq!(marker(&env), "one\n");
+    env.guest_sh(&format!("echo three > {IN_RAM}"));
+    env.rum(&["snapshot", "create", "three"]).assert_success();
+    let three = snapshots(&env)
+        .into_iter()
+        .find(|s| s["name"] == "three")
+        .unwrap()["disk_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(three * 2 > cost("pre-provision"), "a whole copy: {three}");
+    env.rum(&["snapshot", "restore", "one"]).assert_success();
+    assert_eq!(marker(&env), "one\n");
+    env.rum(&["snapshot", "restore", "three"]).assert_success();
+    assert_eq!(marker(&env), "three\n");
     env.rum(&["destroy", "-f"]).assert_success();
     assert!(env.procs.strays().is_empty());
 }
