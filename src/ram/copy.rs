@@ -11,8 +11,9 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
+use super::sparse::PAGE;
 use super::sparse::{data_ranges, data_within};
-use super::sums::{PAGE, Sums};
+use super::sums::Sums;
 
 /// Bytes read at a time on the userspace path.
 pub(super) const CHUNK: usize = 1 << 20;

@@ -268,7 +268,7 @@ impl RamFile {
         match from.layout {
             Layout::Packed => {
                 let map = packed::Map::read(&source).map_err(err)?;
-                let sums = sums::Sums::read(path, map.pages() * sums::PAGE as u64);
+                let sums = sums::Sums::read(path, map.pages() * sparse::PAGE as u64);
                 packed::load(&source, &map, sums.as_ref(), &live)
             }
             Layout::Guest => {
@@ -397,10 +397,13 @@ pub fn check(tag: &str, copy: &RamCopy, memory_mb: u64) -> Result<(), RamError> 
                 source,
             };
             let header = packed::Header::read(&file).map_err(damaged)?;
-            if header.pages != ram / sums::PAGE as u64 {
+            if header.pages != ram / sparse::PAGE as u64 {
                 return Err(damaged(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("it describes {} MiB of RAM", (header.pages * sums::PAGE as u64) >> 20),
+                    format!(
+                        "it describes {} MiB of RAM",
+                        (header.pages * sparse::PAGE as u64) >> 20
+                    ),
                 )));
             }
             if actual != header.len() {
@@ -432,4 +435,50 @@ pub fn partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".part");
     name.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_packed_copy_cut_short_damaged_or_of_another_ram_is_refused_by_name() {
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ram = RamFile {
+            live: shm.path().join("rum").join("live.ram"),
+            reflink: false,
+        };
+        ram.prepare(4).unwrap();
+        File::options()
+            .write(true)
+            .open(&ram.live)
+            .unwrap()
+            .write_all_at(&[7; 4096], 1 << 20)
+            .unwrap();
+        let copy = ram.save(&dir.path().join("a.ram"), None).unwrap();
+        let copy = copy.finish().unwrap();
+        assert_eq!(copy.layout, Layout::Packed);
+        check("a", &copy, 4).unwrap();
+        let refused = |memory_mb| check("a", &copy, memory_mb).unwrap_err().to_string();
+        assert!(
+            refused(8).contains("describes 4 MiB of RAM"),
+            "{}",
+            refused(8)
+        );
+        let file = File::options().write(true).open(&copy.file).unwrap();
+        // A map that is not the one written.
+        file.write_all_at(&[1], 4096 + 4).unwrap();
+        assert!(refused(4).contains("is damaged"), "{}", refused(4));
+        file.set_len(4096 * 2).unwrap();
+        let message = refused(4);
+        assert!(
+            message.contains("truncated") && message.contains(copy.file.to_str().unwrap()),
+            "{message}"
+        );
+        std::fs::remove_file(&copy.file).unwrap();
+        assert!(refused(4).contains("is gone"), "{}", refused(4));
+        ram.remove();
+    }
 }

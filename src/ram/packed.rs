@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::copy::{Against, Buffers, CHUNK, Copied, holes, in_pieces, kernel_copy, punch};
 use super::copy::{read_full, runs};
+use super::sparse::PAGE;
 use super::sparse::{data_within, read_data, write_data};
-use super::sums::{PAGE, PageHash, Sums};
+use super::sums::{PageHash, Sums};
 
 const MAGIC: &[u8; 8] = b"RUMPACK1";
 const HEADER: usize = 32;
@@ -253,7 +254,10 @@ pub fn save(
         written: written + header,
         in_kernel: base.is_some(),
     };
-    Ok((copied, sums.into_inner().expect("a copy thread does not panic")))
+    Ok((
+        copied,
+        sums.into_inner().expect("a copy thread does not panic"),
+    ))
 }
 
 /// Makes `target` (the live RAM, or a new VM's empty file) hold what the
@@ -363,7 +367,7 @@ impl Map {
 #[cfg(test)]
 mod tests {
     use super::*;
-    
+
     const MIB: u64 = 1 << 20;
     const P: u64 = PAGE_U64;
 
@@ -395,7 +399,13 @@ mod tests {
     /// A RAM of three 8 MiB pieces and a little, pages spread across them.
     fn live_ram(shm: &std::path::Path) -> (File, u64) {
         let len = 24 * MIB + 5 * P;
-        let pages = [(0, 1), (MIB, 2), (MIB + P, 3), (8 * MIB + 7 * P, 4), (len - P, 5)];
+        let pages = [
+            (0, 1),
+            (MIB, 2),
+            (MIB + P, 3),
+            (8 * MIB + 7 * P, 4),
+            (len - P, 5),
+        ];
         (file_of(shm, "live", len, &pages), len)
     }
 
@@ -410,8 +420,14 @@ mod tests {
         let (copied, sums) = save(&live, &copy, None, PageHash::fresh()).unwrap();
         let map = Map::read(&copy).unwrap();
         assert_eq!(map.slots, 5);
-        assert_eq!(Header::read(&copy).unwrap().len(), copy.metadata().unwrap().len());
-        assert!(copy.metadata().unwrap().len() < 2 * MIB, "packed, not sparse");
+        assert_eq!(
+            Header::read(&copy).unwrap().len(),
+            copy.metadata().unwrap().len()
+        );
+        assert!(
+            copy.metadata().unwrap().len() < 2 * MIB,
+            "packed, not sparse"
+        );
         // The map's blocks with an entry that is not zero: pages 0-1023, 2048-3071, 6144-.
         assert_eq!(copied.written, 5 * P + P + 3 * P, "pages, header, map");
         // Into an empty file (a new VM), then over a live RAM that moved on.
@@ -470,7 +486,9 @@ mod tests {
     fn dead_slots_ask_for_a_fresh_copy_and_damage_is_found() {
         let map = |slots: u64, live: usize| Map {
             slots,
-            entries: (1..=live as u32).chain(std::iter::repeat_n(0, 100)).collect(),
+            entries: (1..=live as u32)
+                .chain(std::iter::repeat_n(0, 100))
+                .collect(),
         };
         let live = 2 * COMPACT_SLACK as usize;
         assert!(!map(COMPACT_AT * live as u64 + COMPACT_SLACK, live).wants_compacting());

@@ -9,7 +9,8 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use super::sums::PAGE;
+/// The unit of sparseness, of hashing and of comparison: a guest page.
+pub const PAGE: usize = 4096;
 
 /// The ranges of `file` that hold data, in order (holes left out).
 pub(super) fn data_ranges(file: &File) -> io::Result<Vec<Range<u64>>> {
@@ -44,7 +45,10 @@ pub(super) fn read_data(file: &File, range: Range<u64>) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0u8; (range.end - range.start) as usize];
     for data in data_within(file, range.clone())? {
         let at = (data.start - range.start) as usize;
-        file.read_exact_at(&mut bytes[at..at + (data.end - data.start) as usize], data.start)?;
+        file.read_exact_at(
+            &mut bytes[at..at + (data.end - data.start) as usize],
+            data.start,
+        )?;
     }
     Ok(bytes)
 }
@@ -106,7 +110,11 @@ mod tests {
         bytes[6 * PAGE + 99] = 2;
         file.set_len(PAGE as u64 + bytes.len() as u64).unwrap();
         let written = write_data(&file, PAGE as u64, &bytes).unwrap();
-        assert_eq!(written, (2 * PAGE + 100) as u64, "the first, third and last");
+        assert_eq!(
+            written,
+            (2 * PAGE + 100) as u64,
+            "the first, third and last"
+        );
         let page = PAGE as u64;
         let back = read_data(&file, page..page + bytes.len() as u64).unwrap();
         assert!(back == bytes);

@@ -13,8 +13,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// The unit of hashing, of comparison and of sparseness: a guest page.
-pub const PAGE: usize = 4096;
+use super::sparse::PAGE;
 
 const MAGIC: &[u8; 8] = b"RUMSUMS1";
 const HEADER: usize = 32;
