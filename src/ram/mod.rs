@@ -1,7 +1,7 @@
 //! Guest RAM in a named shared file on tmpfs, left out of a snapshot's
-//! migration stream (QEMU's `x-ignore-shared`) and checkpointed by copying
-//! the file beside the disks: where the live file lives, and a checkpoint's
-//! save, check and load. tmpfs because a RAM file on a disk filesystem is
+//! migration stream (QEMU's `x-ignore-shared`) and checkpointed by packed
+//! copies beside the disks: where the live file lives, a copy's record, and
+//! a checkpoint's save, check and load. tmpfs because a RAM file on a disk filesystem is
 //! written back by the kernel while the VM merely runs (`scripts/bench --ram`).
 
 mod copy;
