@@ -22,7 +22,8 @@ pub(super) const CHUNK: usize = 1 << 20;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
     pub written: u64,
-    /// Whether every data range went through `copy_file_range`.
+    /// Whether every data range went through `copy_file_range` (for a
+    /// packed copy: whether it shares the slots of its base).
     pub in_kernel: bool,
 }
 

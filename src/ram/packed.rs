@@ -225,8 +225,11 @@ pub fn save(
                         i += 1;
                     }
                     let taken = (i - run) as u64;
-                    let slot = u32::try_from(used.fetch_add(taken, Ordering::Relaxed) + 1)
-                        .map_err(|_| invalid("more slots than a packed copy holds"))?;
+                    let after = used.fetch_add(taken, Ordering::Relaxed);
+                    if after + taken >= u64::from(NEW) {
+                        return Err(invalid("more slots than a packed copy holds"));
+                    }
+                    let slot = after as u32 + 1;
                     for (k, s) in slots[local + run..local + i].iter_mut().enumerate() {
                         *s = slot + k as u32;
                     }
