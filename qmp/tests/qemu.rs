@@ -60,13 +60,15 @@ impl Qemu {
             .spawn()
             .unwrap();
         let qemu = Self { child, dir };
+        // The socket's file exists from QEMU's bind, before its listen: a
+        // connect in between is refused, so wait for one that is taken.
         for _ in 0..100 {
-            if qemu.socket().exists() {
+            if std::os::unix::net::UnixStream::connect(qemu.socket()).is_ok() {
                 return Some(qemu);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("QEMU did not create its QMP socket");
+        panic!("QEMU did not listen on its QMP socket");
     }
 
     fn socket(&self) -> PathBuf {
