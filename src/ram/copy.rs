@@ -138,23 +138,8 @@ pub fn load_by_sums(source: &File, sums: &Sums, target: &File) -> io::Result<Cop
     let whole = [Range { start: 0, end: len }];
     let written = in_pieces(&whole, false, |buffers, piece| {
         let held = data_within(target, piece.clone())?;
-        let mut differ = Vec::new();
-        for range in &held {
-            runs(
-                target,
-                Against::Sums(sums),
-                range.clone(),
-                buffers,
-                |_, run, same| {
-                    if !same {
-                        differ.push(run);
-                    }
-                    Ok(0)
-                },
-            )?;
-        }
         let mut written = 0;
-        for run in differ {
+        for run in differing(target, sums, &held, buffers)? {
             written += put_back(source, sums, target, run, &mut buffers.new)?;
         }
         // Pages the live file lacks (freed since) that the checkpoint holds.
@@ -169,6 +154,32 @@ pub fn load_by_sums(source: &File, sums: &Sums, target: &File) -> io::Result<Cop
         written,
         in_kernel: false,
     })
+}
+
+/// The runs within `held` (ranges of `target` holding data) whose pages
+/// hash differently from `sums`, a checkpoint's hashes.
+pub(super) fn differing(
+    target: &File,
+    sums: &Sums,
+    held: &[Range<u64>],
+    buffers: &mut Buffers,
+) -> io::Result<Vec<Range<u64>>> {
+    let mut differ = Vec::new();
+    for range in held {
+        runs(
+            target,
+            Against::Sums(sums),
+            range.clone(),
+            buffers,
+            |_, run, same| {
+                if !same {
+                    differ.push(run);
+                }
+                Ok(0)
+            },
+        )?;
+    }
+    Ok(differ)
 }
 
 /// Puts `run` of `source` into `target`: holes of the checkpoint (zero
@@ -221,7 +232,7 @@ fn held_by(sums: &Sums, range: Range<u64>) -> Vec<Range<u64>> {
 
 /// What each page of a walk is compared with.
 #[derive(Clone, Copy)]
-pub(super) enum Against<'a> {
+enum Against<'a> {
     /// Zeros: a fresh target keeps zero pages as holes.
     Zeros,
     /// The same range of another file.
@@ -235,7 +246,7 @@ pub(super) enum Against<'a> {
 /// different: the run's bytes, where they are, and whether they are equal.
 /// Against hashes, leaves the hash of every page in `buffers.hashes`.
 /// Returns the sum of what `on_run` wrote.
-pub(super) fn runs(
+fn runs(
     source: &File,
     against: Against,
     range: Range<u64>,

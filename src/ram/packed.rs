@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::copy::{Against, Buffers, CHUNK, Copied, holes, in_pieces, kernel_copy, punch};
-use super::copy::{read_full, runs};
+use super::copy::read_full;
+use super::copy::{Buffers, CHUNK, Copied, differing, holes, in_pieces, kernel_copy, punch};
 use super::sparse::PAGE;
 use super::sparse::{data_within, read_data, write_data};
 use super::sums::{PageHash, Sums};
@@ -275,26 +275,10 @@ pub fn load(source: &File, map: &Map, sums: Option<&Sums>, target: &File) -> io:
     let whole = [Range { start: 0, end: len }];
     let written = in_pieces(&whole, false, |buffers, piece| {
         let held = data_within(target, piece.clone())?;
-        let mut differ = Vec::new();
-        match sums {
-            Some(sums) => {
-                for range in &held {
-                    runs(
-                        target,
-                        Against::Sums(sums),
-                        range.clone(),
-                        buffers,
-                        |_, run, same| {
-                            if !same {
-                                differ.push(run);
-                            }
-                            Ok(0)
-                        },
-                    )?;
-                }
-            }
-            None => differ.clone_from(&held),
-        }
+        let differ = match sums {
+            Some(sums) => differing(target, sums, &held, buffers)?,
+            None => held.clone(),
+        };
         let mut written = 0;
         for run in differ {
             written += map.put(source, start, target, run, Zeros::Punch, &mut buffers.new)?;
