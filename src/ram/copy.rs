@@ -402,7 +402,7 @@ pub(super) fn read_full(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ram::sums::PageHash;
     use std::os::unix::fs::MetadataExt;
@@ -414,7 +414,12 @@ mod tests {
     }
 
     /// A file of `len` bytes holding only `pages` (offset, byte).
-    fn sparse_of(dir: &std::path::Path, name: &str, len: u64, pages: &[(u64, u8)]) -> File {
+    pub(in crate::ram) fn sparse_of(
+        dir: &std::path::Path,
+        name: &str,
+        len: u64,
+        pages: &[(u64, u8)],
+    ) -> File {
         let file = File::options()
             .read(true)
             .write(true)
@@ -429,7 +434,7 @@ mod tests {
         file
     }
 
-    fn contents(file: &File) -> Vec<u8> {
+    pub(in crate::ram) fn contents(file: &File) -> Vec<u8> {
         let mut all = vec![0u8; file.metadata().unwrap().len() as usize];
         read_full(file, &mut all, 0).unwrap();
         all

@@ -354,33 +354,13 @@ impl Map {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ram::copy::tests::{contents, sparse_of};
 
     const MIB: u64 = 1 << 20;
     const P: u64 = PAGE_U64;
 
-    fn file_of(dir: &std::path::Path, name: &str, len: u64, pages: &[(u64, u8)]) -> File {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join(name))
-            .unwrap();
-        file.set_len(len).unwrap();
-        for (at, byte) in pages {
-            file.write_all_at(&[*byte; PAGE], *at).unwrap();
-        }
-        file
-    }
-
-    fn contents(file: &File) -> Vec<u8> {
-        let mut all = vec![0u8; file.metadata().unwrap().len() as usize];
-        read_full(file, &mut all, 0).unwrap();
-        all
-    }
-
     fn empty(dir: &std::path::Path, name: &str) -> File {
-        file_of(dir, name, 0, &[])
+        sparse_of(dir, name, 0, &[])
     }
 
     /// A RAM of three 8 MiB pieces and a little, pages spread across them.
@@ -393,7 +373,7 @@ mod tests {
             (8 * MIB + 7 * P, 4),
             (len - P, 5),
         ];
-        (file_of(shm, "live", len, &pages), len)
+        (sparse_of(shm, "live", len, &pages), len)
     }
 
     #[test]
@@ -418,7 +398,7 @@ mod tests {
         // The map's blocks with an entry that is not zero: pages 0-1023, 2048-3071, 6144-.
         assert_eq!(copied.written, 5 * P + P + 3 * P, "pages, header, map");
         // Into an empty file (a new VM), then over a live RAM that moved on.
-        let fresh = file_of(shm.path(), "fresh", 0, &[]);
+        let fresh = sparse_of(shm.path(), "fresh", 0, &[]);
         load(&copy, &map, Some(&sums), &fresh).unwrap();
         assert!(contents(&fresh) == contents(&live));
         let before = contents(&live);
@@ -461,7 +441,7 @@ mod tests {
         // The freed page's map block is all zeros now: a hole.
         assert_eq!(copied.written, 2 * P + P + 3 * P, "pages, header, map");
         // Each copy loads back what the RAM held when it was made.
-        let fresh = file_of(shm.path(), "fresh", 0, &[]);
+        let fresh = sparse_of(shm.path(), "fresh", 0, &[]);
         load(&second, &map, Some(&second_sums), &fresh).unwrap();
         assert!(contents(&fresh) == contents(&live));
         let first_map = Map::read(&first).unwrap();
